@@ -1,0 +1,160 @@
+//! Local mode: the whole purchase orchestrator in one process.
+//!
+//! - the same API handlers as the Lambdas ([`shared::api`]) behind an axum router;
+//! - an embedded, persistent store ([`shared::embedded`], redb under `DATA_DIR`),
+//!   or DynamoDB when `STORE=dynamodb`;
+//! - the same `statemachine/purchase.asl.json`, executed in-process by the
+//!   [`asl`] runner, calling the same step functions ([`shared::steps`]).
+
+pub mod catalog;
+pub mod server;
+pub mod workflow;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shared::api::App;
+use shared::auth::{AuthConfig, JwtAuthenticator};
+use shared::payment::PaymentGateway;
+use shared::provisioning::Provisioner;
+use shared::steps::StepDeps;
+use shared::store::{Inventory, PurchaseStore};
+
+pub use workflow::{LocalWorkflow, StepHook};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LocalError(pub String);
+
+impl LocalError {
+    fn wrap(context: &str) -> impl FnOnce(String) -> LocalError + '_ {
+        move |error| LocalError(format!("{context}: {error}"))
+    }
+}
+
+/// Where purchases live in local mode.
+#[derive(Clone)]
+pub enum StoreChoice {
+    /// redb under `data_dir` (the default).
+    Embedded,
+    /// A DynamoDB-API endpoint (`STORE=dynamodb`, with `DYNAMODB_ENDPOINT`).
+    DynamoDb,
+}
+
+/// Everything local mode is built from. [`LocalOptions::from_env`] reads the
+/// documented environment variables; tests build it directly.
+#[derive(Clone)]
+pub struct LocalOptions {
+    pub data_dir: PathBuf,
+    pub catalog_file: Option<PathBuf>,
+    pub store: StoreChoice,
+    pub auth: AuthConfig,
+    pub payments: Arc<dyn PaymentGateway>,
+    pub provisioning: Arc<dyn Provisioner>,
+    /// Called before every step task runs; tests use it to stop a workflow
+    /// at a chosen step.
+    pub step_hook: Option<Arc<dyn StepHook>>,
+}
+
+pub const DEFAULT_ISSUER: &str = "purchase-orchestrator-local";
+pub const DEFAULT_AUDIENCE: &str = "purchase-orchestrator";
+
+/// The JWT configuration: `JWKS_URL` or `JWT_HS256_SECRET` when set (as on
+/// AWS); otherwise a development secret generated under `DATA_DIR`, which the
+/// `token` command reads too.
+pub fn auth_config(data_dir: &std::path::Path) -> Result<AuthConfig, LocalError> {
+    if shared::config::env("JWKS_URL").is_some() || shared::config::env("JWT_HS256_SECRET").is_some() {
+        return AuthConfig::from_env().map_err(|e| LocalError(e.to_string()));
+    }
+    let secret = shared::auth::local_dev_secret(data_dir)
+        .map_err(|e| LocalError(format!("development JWT secret in {}: {e}", data_dir.display())))?;
+    Ok(AuthConfig {
+        issuer: shared::config::env("JWT_ISSUER").unwrap_or_else(|| DEFAULT_ISSUER.to_owned()),
+        audience: shared::config::env("JWT_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
+        leeway_seconds: 30,
+        keys: shared::auth::KeySource::Hs256 { secret },
+    })
+}
+
+impl LocalOptions {
+    pub fn from_env() -> Result<LocalOptions, LocalError> {
+        let data_dir = PathBuf::from(shared::config::env("DATA_DIR").unwrap_or_else(|| "./.data".into()));
+        let store = match shared::config::env("STORE").as_deref() {
+            None | Some("embedded") => StoreChoice::Embedded,
+            Some("dynamodb") => StoreChoice::DynamoDb,
+            Some(other) => {
+                return Err(LocalError(format!("STORE={other:?}: expected \"embedded\" or \"dynamodb\"")));
+            }
+        };
+        let simulator = Some(shared::config::SIMULATOR);
+        Ok(LocalOptions {
+            auth: auth_config(&data_dir)?,
+            catalog_file: shared::config::env("CATALOG_FILE").map(PathBuf::from),
+            data_dir,
+            store,
+            payments: shared::config::payment_gateway(simulator).map_err(|e| LocalError(e.to_string()))?,
+            provisioning: shared::config::provisioner(simulator).map_err(|e| LocalError(e.to_string()))?,
+            step_hook: None,
+        })
+    }
+}
+
+/// A running local orchestrator: the API's dependencies, the step tasks'
+/// dependencies and the in-process workflow runner.
+pub struct LocalSystem {
+    pub app: App,
+    pub steps: StepDeps,
+    pub workflow: Arc<LocalWorkflow>,
+}
+
+impl LocalSystem {
+    /// Opens the store, seeds the catalog, loads the state machine and
+    /// resumes every execution a previous run left unfinished.
+    pub async fn start(options: LocalOptions) -> Result<LocalSystem, LocalError> {
+        let embedded = shared::embedded::EmbeddedStore::open(&options.data_dir)
+            .map_err(|e| LocalError(e.to_string()))?;
+        let (purchases, inventory): (Arc<dyn PurchaseStore>, Arc<dyn Inventory>) = match options.store {
+            StoreChoice::Embedded => (Arc::new(embedded.clone()), Arc::new(embedded.clone())),
+            StoreChoice::DynamoDb => {
+                let sdk = shared::config::aws_config().await;
+                let store = Arc::new(shared::config::dynamodb_store(&sdk));
+                (store.clone(), store)
+            }
+        };
+        let products = catalog::load(options.catalog_file.as_deref()).map_err(LocalError::wrap("catalog"))?;
+        for product in &products {
+            inventory
+                .add_product_if_absent(product)
+                .await
+                .map_err(|e| LocalError(format!("seeding product {}: {e}", product.id)))?;
+        }
+        let steps = StepDeps {
+            purchases: purchases.clone(),
+            inventory: inventory.clone(),
+            payments: options.payments.clone(),
+            provisioning: options.provisioning.clone(),
+        };
+        // The execution journal always lives in the embedded file: it is the
+        // local runner's own state, like Step Functions' execution history.
+        let workflow = Arc::new(
+            LocalWorkflow::new(steps.clone(), embedded.database(), options.step_hook.clone())
+                .map_err(LocalError::wrap("state machine"))?,
+        );
+        let resumed = workflow.resume_unfinished().await.map_err(LocalError::wrap("resuming executions"))?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed unfinished executions");
+        }
+        let auth = JwtAuthenticator::new(options.auth.clone()).map_err(|e| LocalError(e.to_string()))?;
+        let app = App {
+            purchases,
+            inventory,
+            workflow: workflow.clone(),
+            auth: Arc::new(auth),
+        };
+        Ok(LocalSystem { app, steps, workflow })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        server::router(self.app.clone())
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the test tools into project-local, git-ignored folders:
+#   .venv/          moto[server] (DynamoDB API), cfn-lint (SAM/CloudFormation linter)
+#   node_modules/   asl-validator (Amazon States Language validator)
+# Idempotent: a second run only checks versions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+
+if [ ! -x node_modules/.bin/asl-validator ]; then
+  npm install --no-audit --no-fund --silent
+fi

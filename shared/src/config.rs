@@ -1,0 +1,112 @@
+//! Building the dependencies from environment variables, once per cold start.
+//! Every variable is documented in README ("Configuration").
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::api::App;
+use crate::auth::{AuthConfig, JwtAuthenticator};
+use crate::dynamodb::{DynamoStore, DynamoTables};
+use crate::payment::{HttpPaymentGateway, PaymentGateway, SimulatedPaymentGateway, http_client};
+use crate::provisioning::{HttpProvisioner, Provisioner, SimulatedProvisioner};
+use crate::sfn::StepFunctionsWorkflow;
+use crate::steps::StepDeps;
+use crate::workflow::{Workflow, WorkflowError};
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The value of `PAYMENT_URL` / `PROVISIONING_URL` that selects the built-in simulator.
+pub const SIMULATOR: &str = "simulator";
+
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+}
+
+/// `PAYMENT_URL`: an HTTP base URL, or `simulator`. On AWS it has no
+/// default, so a deployment never simulates payments by accident.
+pub fn payment_gateway(default: Option<&str>) -> Result<Arc<dyn PaymentGateway>, ConfigError> {
+    match env("PAYMENT_URL").as_deref().or(default) {
+        Some(SIMULATOR) => Ok(Arc::new(SimulatedPaymentGateway::default())),
+        Some(url) => Ok(Arc::new(HttpPaymentGateway::new(url, client()?))),
+        None => Err(ConfigError("PAYMENT_URL is not set (an https URL, or \"simulator\")".into())),
+    }
+}
+
+/// `PROVISIONING_URL`: an HTTP base URL, or `simulator`.
+pub fn provisioner(default: Option<&str>) -> Result<Arc<dyn Provisioner>, ConfigError> {
+    match env("PROVISIONING_URL").as_deref().or(default) {
+        Some(SIMULATOR) => Ok(Arc::new(SimulatedProvisioner::default())),
+        Some(url) => Ok(Arc::new(HttpProvisioner::new(url, client()?))),
+        None => Err(ConfigError("PROVISIONING_URL is not set (an https URL, or \"simulator\")".into())),
+    }
+}
+
+fn client() -> Result<reqwest::Client, ConfigError> {
+    http_client().map_err(|e| ConfigError(format!("HTTP client: {e}")))
+}
+
+/// The AWS SDK configuration shared by every client.
+///
+/// Retries: standard mode, 3 attempts with exponential backoff — the SDK's
+/// default, set explicitly so it is a decision, not an accident. A request
+/// still failing after that surfaces as 503 + Retry-After (API) or
+/// `Transient` (steps, which Step Functions retries again).
+pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
+        .load()
+        .await
+}
+
+pub fn dynamodb_store(sdk: &aws_config::SdkConfig) -> DynamoStore {
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
+    // DYNAMODB_ENDPOINT points the store at a DynamoDB-API server for local
+    // runs and tests (moto on 127.0.0.1).
+    if let Some(endpoint) = env("DYNAMODB_ENDPOINT") {
+        builder = builder.endpoint_url(endpoint);
+    }
+    DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(builder.build()), DynamoTables::from_env())
+}
+
+/// A workflow port for functions that must never start executions.
+struct NoWorkflow;
+
+#[async_trait]
+impl Workflow for NoWorkflow {
+    async fn start(&self, _: &str) -> Result<(), WorkflowError> {
+        Err(WorkflowError::Internal("STATE_MACHINE_ARN is not configured for this function".into()))
+    }
+}
+
+/// Dependencies of the HTTP functions on AWS.
+pub async fn lambda_app() -> Result<App, ConfigError> {
+    let sdk = aws_config().await;
+    let store = Arc::new(dynamodb_store(&sdk));
+    let workflow: Arc<dyn Workflow> = match env("STATE_MACHINE_ARN") {
+        Some(arn) => Arc::new(StepFunctionsWorkflow::new(aws_sdk_sfn::Client::new(&sdk), arn)),
+        None => Arc::new(NoWorkflow),
+    };
+    let auth_config = AuthConfig::from_env().map_err(|e| ConfigError(e.to_string()))?;
+    let auth = JwtAuthenticator::new(auth_config).map_err(|e| ConfigError(e.to_string()))?;
+    Ok(App {
+        purchases: store.clone(),
+        inventory: store,
+        workflow,
+        auth: Arc::new(auth),
+    })
+}
+
+/// Dependencies of the step functions on AWS.
+pub async fn lambda_step_deps() -> Result<StepDeps, ConfigError> {
+    let sdk = aws_config().await;
+    let store = Arc::new(dynamodb_store(&sdk));
+    Ok(StepDeps {
+        purchases: store.clone(),
+        inventory: store,
+        payments: payment_gateway(None)?,
+        provisioning: provisioner(None)?,
+    })
+}

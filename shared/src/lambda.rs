@@ -1,0 +1,71 @@
+//! Adapters from the Lambda runtimes to the shared handlers, so each
+//! function's `main.rs` is three lines: set up logs, build dependencies once,
+//! run.
+
+use std::convert::Infallible;
+
+use lambda_http::{Request, RequestExt, service_fn};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde_json::Value;
+
+use crate::api::{ApiRequest, App, Endpoint};
+use crate::steps::{Step, StepDeps, StepError};
+
+/// Converts an API Gateway proxy event into the handlers' request type.
+pub fn api_request(event: Request) -> ApiRequest {
+    let request_id = event
+        .lambda_context_ref()
+        .map(|context| context.request_id.clone())
+        .unwrap_or_default();
+    let purchase_id = event
+        .path_parameters_ref()
+        .and_then(|params| params.first("purchaseId"))
+        .map(str::to_owned);
+    let query = event
+        .query_string_parameters_ref()
+        .map(|params| {
+            params
+                .iter()
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (parts, body) = event.into_parts();
+    ApiRequest {
+        headers: parts.headers,
+        body: bytes::Bytes::copy_from_slice(body.as_ref()),
+        purchase_id,
+        query,
+        request_id,
+    }
+}
+
+/// Serves one API endpoint on `lambda_http`.
+pub async fn run_endpoint(endpoint: Endpoint, app: App) -> Result<(), lambda_http::Error> {
+    let app = &app;
+    lambda_http::run(service_fn(move |event: Request| async move {
+        let request = api_request(event);
+        Ok::<_, Infallible>(endpoint.handle(app, &request).await)
+    }))
+    .await
+}
+
+/// Lets a step's error reach Step Functions with its stable name as
+/// `errorType` instead of the Rust type name.
+impl From<StepError> for Diagnostic {
+    fn from(error: StepError) -> Diagnostic {
+        Diagnostic {
+            error_type: error.name().to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Serves one step task on `lambda_runtime`.
+pub async fn run_step(step: Step, deps: StepDeps) -> Result<(), lambda_runtime::Error> {
+    let deps = &deps;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<Value>| async move { step.run(deps, event.payload).await },
+    ))
+    .await
+}

@@ -1,0 +1,503 @@
+//! The workflow's step tasks: reserve stock, capture payment, provision, and
+//! the compensations. Each is a plain async function over the ports, invoked
+//! by a `lambda_runtime` function on AWS and by the local runner in-process.
+//!
+//! Every step is idempotent (Step Functions and the local runner retry), and
+//! every status change is a conditional write on the purchase's version, so a
+//! cancel racing a step never loses either side.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::model::{
+    FailureReason, LineStatus, PaymentStatus, Purchase, PurchaseStatus, ShippingStatus,
+};
+use crate::payment::{CaptureRequest, PaymentError, PaymentGateway, RefundOutcome};
+use crate::provisioning::{Provisioner, ProvisioningError};
+use crate::store::{Inventory, PurchaseStore, StoreError};
+
+/// A step's failure, reaching Step Functions as `errorType`.
+///
+/// The names are the contract with `statemachine/purchase.asl.json`'s Retry
+/// and Catch blocks; `tests/definition.rs` checks both directions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("{0}")]
+    OutOfStock(String),
+    #[error("{0}")]
+    PaymentDeclined(String),
+    #[error("{0}")]
+    ProvisioningFailed(String),
+    /// The purchase was cancelled or rejected while the workflow ran.
+    #[error("purchase {0} was cancelled")]
+    PurchaseCancelled(String),
+    #[error("purchase {0} not found")]
+    PurchaseNotFound(String),
+    /// The step input is not what the definition promises (a bug).
+    #[error("invalid step input: {0}")]
+    InvalidInput(String),
+    /// Worth retrying: throttling, timeouts, a lost version race.
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl StepError {
+    /// Every `errorType` a step can raise.
+    pub const NAMES: [&'static str; 8] = [
+        "OutOfStock",
+        "PaymentDeclined",
+        "ProvisioningFailed",
+        "PurchaseCancelled",
+        "PurchaseNotFound",
+        "InvalidInput",
+        "Transient",
+        "Internal",
+    ];
+
+    /// The stable `errorType` (never the Rust type name, which can change).
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepError::OutOfStock(_) => "OutOfStock",
+            StepError::PaymentDeclined(_) => "PaymentDeclined",
+            StepError::ProvisioningFailed(_) => "ProvisioningFailed",
+            StepError::PurchaseCancelled(_) => "PurchaseCancelled",
+            StepError::PurchaseNotFound(_) => "PurchaseNotFound",
+            StepError::InvalidInput(_) => "InvalidInput",
+            StepError::Transient(_) => "Transient",
+            StepError::Internal(_) => "Internal",
+        }
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(error: StoreError) -> StepError {
+        match error {
+            StoreError::NotFound(id) => StepError::PurchaseNotFound(id),
+            // A lost race survives `modify_purchase`'s own retries only under
+            // heavy contention: let the workflow's Retry try again later.
+            StoreError::VersionConflict | StoreError::Unavailable(_) => {
+                StepError::Transient(error.to_string())
+            }
+            StoreError::OutOfStock { .. } => StepError::OutOfStock(error.to_string()),
+            StoreError::AlreadyExists(_) | StoreError::Internal(_) => {
+                StepError::Internal(error.to_string())
+            }
+        }
+    }
+}
+
+/// The step task functions. `function_name` is the Lambda's name and binary
+/// name; `arn_placeholder` is the `${...}` the definition uses for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    ReserveStock,
+    CapturePayment,
+    ProvisionProducts,
+    RefundPayment,
+    ReleaseStock,
+    FinalizePurchase,
+}
+
+impl Step {
+    pub const ALL: [Step; 6] = [
+        Step::ReserveStock,
+        Step::CapturePayment,
+        Step::ProvisionProducts,
+        Step::RefundPayment,
+        Step::ReleaseStock,
+        Step::FinalizePurchase,
+    ];
+
+    /// The state name in the definition, and the timeline's `step`.
+    pub fn state_name(self) -> &'static str {
+        match self {
+            Step::ReserveStock => "ReserveStock",
+            Step::CapturePayment => "CapturePayment",
+            Step::ProvisionProducts => "ProvisionProducts",
+            Step::RefundPayment => "RefundPayment",
+            Step::ReleaseStock => "ReleaseStock",
+            Step::FinalizePurchase => "FinalizePurchase",
+        }
+    }
+
+    pub fn function_name(self) -> &'static str {
+        match self {
+            Step::ReserveStock => "reserve-stock",
+            Step::CapturePayment => "capture-payment",
+            Step::ProvisionProducts => "provision-products",
+            Step::RefundPayment => "refund-payment",
+            Step::ReleaseStock => "release-stock",
+            Step::FinalizePurchase => "finalize-purchase",
+        }
+    }
+
+    /// `DefinitionSubstitutions` key, e.g. `ReserveStockFunctionArn`.
+    pub fn arn_placeholder(self) -> String {
+        format!("{}FunctionArn", self.state_name())
+    }
+
+    pub fn from_function_name(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|step| step.function_name() == name)
+    }
+
+    pub async fn run(self, deps: &StepDeps, input: Value) -> Result<Value, StepError> {
+        let input: StepInput =
+            serde_json::from_value(input).map_err(|e| StepError::InvalidInput(e.to_string()))?;
+        let id = input.purchase_id.as_str();
+        let span = tracing::info_span!("step", step = self.state_name(), purchase_id = id);
+        let _guard = span.enter();
+        let result = match self {
+            Step::ReserveStock => reserve_stock(deps, id).await,
+            Step::CapturePayment => capture_payment(deps, id).await,
+            Step::ProvisionProducts => provision_products(deps, id).await,
+            Step::RefundPayment => refund_payment(deps, id).await,
+            Step::ReleaseStock => release_stock(deps, id).await,
+            Step::FinalizePurchase => {
+                let outcome = input.outcome.ok_or_else(|| {
+                    StepError::InvalidInput("FinalizePurchase needs `outcome`".into())
+                })?;
+                finalize_purchase(deps, id, &outcome).await
+            }
+        };
+        match &result {
+            Ok(_) => tracing::info!("step succeeded"),
+            Err(error) => tracing::warn!(error_type = error.name(), %error, "step failed"),
+        }
+        result.map(|status| json!({ "purchaseId": id, "status": status }))
+    }
+}
+
+/// What every step receives: the execution state's `purchaseId`, plus the
+/// `outcome` the compensation path carries to `FinalizePurchase`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StepInput {
+    purchase_id: String,
+    #[serde(default)]
+    outcome: Option<Outcome>,
+}
+
+/// How a purchase ends when the workflow does not complete it. Set by the
+/// definition's Pass states, extended by failed compensations.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub status: PurchaseStatus,
+    #[serde(default)]
+    pub failure_reason: Option<FailureReason>,
+    #[serde(default)]
+    pub refund_failed: bool,
+    #[serde(default)]
+    pub release_failed: bool,
+}
+
+/// Everything the steps talk to, built once per cold start.
+#[derive(Clone)]
+pub struct StepDeps {
+    pub purchases: Arc<dyn PurchaseStore>,
+    pub inventory: Arc<dyn Inventory>,
+    pub payments: Arc<dyn PaymentGateway>,
+    pub provisioning: Arc<dyn Provisioner>,
+}
+
+/// Reads the purchase, applies `change`, and writes it back conditionally on
+/// the version read; on a lost race, re-reads and re-applies. `change`
+/// returns `false` when there is nothing to write.
+pub async fn modify_purchase<E>(
+    store: &dyn PurchaseStore,
+    purchase_id: &str,
+    mut change: impl FnMut(&mut Purchase) -> Result<bool, E>,
+) -> Result<Purchase, E>
+where
+    E: From<StoreError>,
+{
+    const ATTEMPTS: usize = 16;
+    let mut last_conflict = StoreError::VersionConflict;
+    for _ in 0..ATTEMPTS {
+        let mut purchase = store
+            .get_purchase(purchase_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(purchase_id.to_owned()))?;
+        if !change(&mut purchase)? {
+            return Ok(purchase);
+        }
+        match store.update_purchase(&mut purchase).await {
+            Ok(()) => return Ok(purchase),
+            Err(StoreError::VersionConflict) => {
+                last_conflict = StoreError::VersionConflict;
+                tokio::task::yield_now().await;
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(last_conflict.into())
+}
+
+async fn load(deps: &StepDeps, id: &str) -> Result<Purchase, StepError> {
+    deps.purchases
+        .get_purchase(id)
+        .await?
+        .ok_or_else(|| StepError::PurchaseNotFound(id.to_owned()))
+}
+
+/// Cancelled and rejected purchases stop the forward path: the definition
+/// catches `PurchaseCancelled` and compensates.
+fn ensure_not_stopped(purchase: &Purchase) -> Result<(), StepError> {
+    match purchase.status {
+        PurchaseStatus::Cancelled | PurchaseStatus::Rejected => {
+            Err(StepError::PurchaseCancelled(purchase.purchase_id.clone()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn is_stopped(purchase: &Purchase) -> bool {
+    ensure_not_stopped(purchase).is_err()
+}
+
+async fn reserve_stock(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, StepError> {
+    let purchase = load(deps, id).await?;
+    ensure_not_stopped(&purchase)?;
+    if purchase.status != PurchaseStatus::Pending {
+        // Already past this step: a retry after a write we did not see succeed.
+        return Ok(purchase.status);
+    }
+    let lines: Vec<(String, u32)> = purchase
+        .products
+        .iter()
+        .map(|line| (line.id.clone(), line.quantity))
+        .collect();
+    match deps.inventory.reserve_stock(id, &lines).await {
+        Ok(()) => {}
+        Err(StoreError::OutOfStock {
+            product_id,
+            requested,
+            available,
+        }) => {
+            let detail = format!("{product_id}: {requested} requested, {available} available");
+            modify_purchase(deps.purchases.as_ref(), id, |p| {
+                for line in p.products.iter_mut().filter(|l| l.id == product_id) {
+                    line.status = LineStatus::OutOfStock;
+                }
+                p.record("ReserveStock", "OUT_OF_STOCK", Some(detail.clone()));
+                Ok::<_, StepError>(true)
+            })
+            .await?;
+            return Err(StepError::OutOfStock(format!("not enough stock of {detail}")));
+        }
+        Err(other) => return Err(other.into()),
+    }
+    let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| {
+        for line in &mut p.products {
+            line.status = LineStatus::Reserved;
+        }
+        p.record("ReserveStock", "SUCCEEDED", None);
+        if p.status == PurchaseStatus::Pending {
+            p.move_to(PurchaseStatus::Reserved)
+                .map_err(|e| StepError::Internal(e.to_string()))?;
+        }
+        Ok::<_, StepError>(true)
+    })
+    .await?;
+    // Cancelled while we reserved: the stock is recorded as held, so the
+    // compensation path releases it.
+    ensure_not_stopped(&purchase)?;
+    Ok(purchase.status)
+}
+
+async fn capture_payment(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, StepError> {
+    let purchase = load(deps, id).await?;
+    ensure_not_stopped(&purchase)?;
+    if purchase.payment_status == PaymentStatus::Captured {
+        return Ok(purchase.status);
+    }
+    let request = CaptureRequest {
+        purchase_id: id.to_owned(),
+        amount: purchase.total_amount,
+        currency: purchase.currency.clone(),
+        method: purchase.payment_details.method.clone(),
+        transaction_id: purchase.payment_details.transaction_id.clone(),
+    };
+    match deps.payments.capture(&request).await {
+        Ok(capture) => {
+            let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| {
+                p.payment_status = PaymentStatus::Captured;
+                p.payment_reference = Some(capture.payment_reference.clone());
+                p.record("CapturePayment", "SUCCEEDED", None);
+                // A purchase cancelled meanwhile stays cancelled, but records
+                // the capture so the compensation refunds it.
+                if !is_stopped(p) {
+                    p.move_to(PurchaseStatus::Paid)
+                        .map_err(|e| StepError::Internal(e.to_string()))?;
+                }
+                Ok::<_, StepError>(true)
+            })
+            .await?;
+            ensure_not_stopped(&purchase)?;
+            Ok(purchase.status)
+        }
+        Err(PaymentError::Declined(reason)) => {
+            modify_purchase(deps.purchases.as_ref(), id, |p| {
+                p.payment_status = PaymentStatus::Declined;
+                p.record("CapturePayment", "DECLINED", Some(reason.clone()));
+                Ok::<_, StepError>(true)
+            })
+            .await?;
+            Err(StepError::PaymentDeclined(reason))
+        }
+        Err(PaymentError::Transient(reason)) => {
+            // Shown on the timeline so a user sees why the purchase is slow.
+            modify_purchase(deps.purchases.as_ref(), id, |p| {
+                p.record("CapturePayment", "RETRYING", Some(reason.clone()));
+                Ok::<_, StepError>(true)
+            })
+            .await?;
+            Err(StepError::Transient(reason))
+        }
+    }
+}
+
+async fn provision_products(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, StepError> {
+    let purchase = load(deps, id).await?;
+    ensure_not_stopped(&purchase)?;
+    if purchase.status == PurchaseStatus::Completed {
+        return Ok(purchase.status);
+    }
+    for line in &purchase.products {
+        match deps.provisioning.provision(id, line).await {
+            Ok(()) => {}
+            Err(ProvisioningError::Rejected(reason)) => {
+                let product_id = line.id.clone();
+                modify_purchase(deps.purchases.as_ref(), id, |p| {
+                    for line in p.products.iter_mut().filter(|l| l.id == product_id) {
+                        line.status = LineStatus::ProvisioningFailed;
+                    }
+                    p.record("ProvisionProducts", "FAILED", Some(reason.clone()));
+                    Ok::<_, StepError>(true)
+                })
+                .await?;
+                return Err(StepError::ProvisioningFailed(reason));
+            }
+            Err(ProvisioningError::Transient(reason)) => return Err(StepError::Transient(reason)),
+        }
+    }
+    let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| {
+        if is_stopped(p) {
+            return Ok(false);
+        }
+        for line in &mut p.products {
+            line.status = LineStatus::Provisioned;
+        }
+        p.shipping_status = if p.needs_shipping() {
+            ShippingStatus::ReadyToShip
+        } else {
+            ShippingStatus::NotRequired
+        };
+        p.record("ProvisionProducts", "SUCCEEDED", None);
+        p.move_to(PurchaseStatus::Completed)
+            .map_err(|e| StepError::Internal(e.to_string()))?;
+        Ok::<_, StepError>(true)
+    })
+    .await?;
+    ensure_not_stopped(&purchase)?;
+    Ok(purchase.status)
+}
+
+async fn refund_payment(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, StepError> {
+    let purchase = load(deps, id).await?;
+    // `Pending` too: a capture may have succeeded at the provider without
+    // our write landing (crash, timeout). The provider's refund is keyed by
+    // purchase and answers "nothing to refund" when nothing was captured.
+    if !matches!(
+        purchase.payment_status,
+        PaymentStatus::Captured | PaymentStatus::Pending | PaymentStatus::RefundFailed
+    ) {
+        return Ok(purchase.status);
+    }
+    let outcome = deps.payments.refund(id).await.map_err(|error| match error {
+        PaymentError::Transient(reason) | PaymentError::Declined(reason) => {
+            StepError::Transient(reason)
+        }
+    })?;
+    let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| match outcome {
+        RefundOutcome::Refunded => {
+            p.payment_status = PaymentStatus::Refunded;
+            p.record("RefundPayment", "SUCCEEDED", None);
+            Ok::<_, StepError>(true)
+        }
+        RefundOutcome::NothingToRefund if p.payment_status == PaymentStatus::Captured => {
+            // The provider has no capture although we recorded one: it was
+            // refunded by an earlier attempt whose write did not land.
+            p.payment_status = PaymentStatus::Refunded;
+            p.record("RefundPayment", "SUCCEEDED", None);
+            Ok(true)
+        }
+        RefundOutcome::NothingToRefund => Ok(false),
+    })
+    .await?;
+    Ok(purchase.status)
+}
+
+async fn release_stock(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, StepError> {
+    let released = deps.inventory.release_stock(id).await?;
+    let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| {
+        let mut changed = false;
+        for line in p.products.iter_mut().filter(|l| l.status == LineStatus::Reserved) {
+            line.status = LineStatus::Released;
+            changed = true;
+        }
+        if released {
+            p.record("ReleaseStock", "SUCCEEDED", None);
+            changed = true;
+        }
+        Ok::<_, StepError>(changed)
+    })
+    .await?;
+    Ok(purchase.status)
+}
+
+async fn finalize_purchase(deps: &StepDeps, id: &str, outcome: &Outcome) -> Result<PurchaseStatus, StepError> {
+    let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| {
+        if p.status.is_terminal() && p.timeline.iter().any(|e| e.step == "FinalizePurchase") {
+            return Ok(false); // finalized by an earlier attempt
+        }
+        // A cancel or reject recorded by the API wins over the workflow's
+        // own outcome: it is what the customer asked for first.
+        if !p.status.is_terminal() {
+            p.move_to(outcome.status)
+                .map_err(|e| StepError::Internal(e.to_string()))?;
+            if outcome.status == PurchaseStatus::Failed {
+                p.failure_reason = Some(outcome.failure_reason.unwrap_or(FailureReason::InternalError));
+            }
+        }
+        if outcome.refund_failed {
+            p.payment_status = PaymentStatus::RefundFailed;
+        }
+        if outcome.refund_failed || outcome.release_failed {
+            p.failure_reason = Some(FailureReason::CompensationFailed);
+        }
+        if p.payment_status == PaymentStatus::Pending {
+            p.payment_status = PaymentStatus::NotCharged;
+        }
+        for line in p.products.iter_mut().filter(|l| l.status == LineStatus::Pending) {
+            line.status = LineStatus::Cancelled;
+        }
+        if p.shipping_status == ShippingStatus::Pending {
+            p.shipping_status = ShippingStatus::Cancelled;
+        }
+        let detail = p.failure_reason.map(|reason| {
+            serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        });
+        p.record("FinalizePurchase", p.status.as_str(), detail);
+        Ok::<_, StepError>(true)
+    })
+    .await?;
+    Ok(purchase.status)
+}

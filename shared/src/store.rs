@@ -1,0 +1,79 @@
+//! Store ports: what the domain needs from persistence, with no storage
+//! types in the signatures. Implemented by the embedded store (local mode)
+//! and the DynamoDB store (AWS).
+
+use async_trait::async_trait;
+
+use crate::model::{Product, Purchase, PurchaseStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("purchase {0} already exists")]
+    AlreadyExists(String),
+    #[error("purchase {0} not found")]
+    NotFound(String),
+    /// A conditional write lost against a concurrent writer.
+    #[error("the stored version changed concurrently")]
+    VersionConflict,
+    #[error("not enough stock of {product_id}: {requested} requested, {available} available")]
+    OutOfStock {
+        product_id: String,
+        requested: u32,
+        available: i64,
+    },
+    /// Throttling or a passing outage; retrying later may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+/// Filters and paging for listing purchases, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurchaseQuery {
+    pub customer_id: Option<String>,
+    pub status: Option<PurchaseStatus>,
+    pub limit: usize,
+    /// Opaque token from the previous page's `next_token`.
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurchasePage {
+    pub purchases: Vec<Purchase>,
+    pub next_token: Option<String>,
+}
+
+#[async_trait]
+pub trait PurchaseStore: Send + Sync {
+    /// Stores a new purchase; `AlreadyExists` if the id is taken.
+    async fn create_purchase(&self, purchase: &Purchase) -> Result<(), StoreError>;
+
+    async fn get_purchase(&self, purchase_id: &str) -> Result<Option<Purchase>, StoreError>;
+
+    /// Writes `purchase` only if the stored version still equals
+    /// `purchase.version`; on success bumps `purchase.version` (and the stored
+    /// copy) by one. `VersionConflict` otherwise.
+    async fn update_purchase(&self, purchase: &mut Purchase) -> Result<(), StoreError>;
+
+    async fn list_purchases(&self, query: &PurchaseQuery) -> Result<PurchasePage, StoreError>;
+}
+
+/// Products, their stock, and the stock held for each purchase.
+#[async_trait]
+pub trait Inventory: Send + Sync {
+    /// The products among `ids` that exist (missing ids are simply absent).
+    async fn get_products(&self, ids: &[String]) -> Result<Vec<Product>, StoreError>;
+
+    /// Adds a product unless one with that id exists, so re-seeding a catalog
+    /// at start-up never resets stock that purchases have consumed.
+    async fn add_product_if_absent(&self, product: &Product) -> Result<(), StoreError>;
+
+    /// Holds stock for every line of a purchase, all or nothing, never
+    /// overselling. Idempotent: a second call for the same purchase is a no-op.
+    async fn reserve_stock(&self, purchase_id: &str, lines: &[(String, u32)]) -> Result<(), StoreError>;
+
+    /// Gives back what `reserve_stock` held for this purchase. Idempotent;
+    /// returns whether anything was released by this call.
+    async fn release_stock(&self, purchase_id: &str) -> Result<bool, StoreError>;
+}
