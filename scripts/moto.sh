@@ -1,9 +1,24 @@
 # Sourced by scripts/test.sh: starts moto's server on a free loopback port,
 # waits until it answers, exports DYNAMODB_TEST_ENDPOINT, and stops it on exit.
+#
+# moto's DynamoDB keeps no locks of its own, and its `moto_server` command
+# always serves requests on parallel threads, so two concurrent
+# TransactWriteItems could interleave their condition checks and writes —
+# something real DynamoDB never does. The server is therefore started with
+# the same WSGI app on a single thread: requests are handled one at a time
+# (each on its own connection; moto answers `Connection: close`), so every
+# request is atomic, as on DynamoDB, and the concurrency tests race for real
+# without being able to pass or fail by a thread switch.
 start_moto() {
   local port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  .venv/bin/moto_server -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
+  .venv/bin/python - "$port" > target/moto.log 2>&1 <<'PY' &
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)
+PY
   MOTO_PID=$!
   trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
   local deadline=$((SECONDS + 60))

@@ -63,14 +63,21 @@ pub const DEFAULT_AUDIENCE: &str = "purchase-orchestrator";
 /// AWS); otherwise a development secret generated under `DATA_DIR`, which the
 /// `token` command reads too.
 pub fn auth_config(data_dir: &std::path::Path) -> Result<AuthConfig, LocalError> {
-    if shared::config::env("JWKS_URL").is_some() || shared::config::env("JWT_HS256_SECRET").is_some() {
+    if shared::config::env("JWKS_URL").is_some()
+        || shared::config::env("JWT_HS256_SECRET").is_some()
+    {
         return AuthConfig::from_env().map_err(|e| LocalError(e.to_string()));
     }
-    let secret = shared::auth::local_dev_secret(data_dir)
-        .map_err(|e| LocalError(format!("development JWT secret in {}: {e}", data_dir.display())))?;
+    let secret = shared::auth::local_dev_secret(data_dir).map_err(|e| {
+        LocalError(format!(
+            "development JWT secret in {}: {e}",
+            data_dir.display()
+        ))
+    })?;
     Ok(AuthConfig {
         issuer: shared::config::env("JWT_ISSUER").unwrap_or_else(|| DEFAULT_ISSUER.to_owned()),
-        audience: shared::config::env("JWT_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
+        audience: shared::config::env("JWT_AUDIENCE")
+            .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
         leeway_seconds: 30,
         keys: shared::auth::KeySource::Hs256 { secret },
     })
@@ -78,12 +85,15 @@ pub fn auth_config(data_dir: &std::path::Path) -> Result<AuthConfig, LocalError>
 
 impl LocalOptions {
     pub fn from_env() -> Result<LocalOptions, LocalError> {
-        let data_dir = PathBuf::from(shared::config::env("DATA_DIR").unwrap_or_else(|| "./.data".into()));
+        let data_dir =
+            PathBuf::from(shared::config::env("DATA_DIR").unwrap_or_else(|| "./.data".into()));
         let store = match shared::config::env("STORE").as_deref() {
             None | Some("embedded") => StoreChoice::Embedded,
             Some("dynamodb") => StoreChoice::DynamoDb,
             Some(other) => {
-                return Err(LocalError(format!("STORE={other:?}: expected \"embedded\" or \"dynamodb\"")));
+                return Err(LocalError(format!(
+                    "STORE={other:?}: expected \"embedded\" or \"dynamodb\""
+                )));
             }
         };
         let simulator = Some(shared::config::SIMULATOR);
@@ -92,8 +102,10 @@ impl LocalOptions {
             catalog_file: shared::config::env("CATALOG_FILE").map(PathBuf::from),
             data_dir,
             store,
-            payments: shared::config::payment_gateway(simulator).map_err(|e| LocalError(e.to_string()))?,
-            provisioning: shared::config::provisioner(simulator).map_err(|e| LocalError(e.to_string()))?,
+            payments: shared::config::payment_gateway(simulator)
+                .map_err(|e| LocalError(e.to_string()))?,
+            provisioning: shared::config::provisioner(simulator)
+                .map_err(|e| LocalError(e.to_string()))?,
             step_hook: None,
         })
     }
@@ -113,45 +125,60 @@ impl LocalSystem {
     pub async fn start(options: LocalOptions) -> Result<LocalSystem, LocalError> {
         let embedded = shared::embedded::EmbeddedStore::open(&options.data_dir)
             .map_err(|e| LocalError(e.to_string()))?;
-        let (purchases, inventory): (Arc<dyn PurchaseStore>, Arc<dyn Inventory>) = match options.store {
-            StoreChoice::Embedded => (Arc::new(embedded.clone()), Arc::new(embedded.clone())),
-            StoreChoice::DynamoDb => {
-                let sdk = shared::config::aws_config().await;
-                let store = Arc::new(shared::config::dynamodb_store(&sdk));
-                (store.clone(), store)
-            }
-        };
-        let products = catalog::load(options.catalog_file.as_deref()).map_err(LocalError::wrap("catalog"))?;
+        let (purchases, inventory): (Arc<dyn PurchaseStore>, Arc<dyn Inventory>) =
+            match options.store {
+                StoreChoice::Embedded => (Arc::new(embedded.clone()), Arc::new(embedded.clone())),
+                StoreChoice::DynamoDb => {
+                    let sdk = shared::config::aws_config().await;
+                    let store = Arc::new(shared::config::dynamodb_store(&sdk));
+                    (store.clone(), store)
+                }
+            };
+        let products =
+            catalog::load(options.catalog_file.as_deref()).map_err(LocalError::wrap("catalog"))?;
         for product in &products {
             inventory
                 .add_product_if_absent(product)
                 .await
                 .map_err(|e| LocalError(format!("seeding product {}: {e}", product.id)))?;
         }
+        let callbacks = Arc::new(workflow::RunnerCallbacks::default());
         let steps = StepDeps {
             purchases: purchases.clone(),
             inventory: inventory.clone(),
             payments: options.payments.clone(),
             provisioning: options.provisioning.clone(),
+            workflow: callbacks.clone(),
         };
         // The execution journal always lives in the embedded file: it is the
         // local runner's own state, like Step Functions' execution history.
-        let workflow = Arc::new(
-            LocalWorkflow::new(steps.clone(), embedded.database(), options.step_hook.clone())
-                .map_err(LocalError::wrap("state machine"))?,
-        );
-        let resumed = workflow.resume_unfinished().await.map_err(LocalError::wrap("resuming executions"))?;
+        let workflow = LocalWorkflow::new(
+            steps.clone(),
+            callbacks,
+            embedded.database(),
+            options.step_hook.clone(),
+        )
+        .map_err(LocalError::wrap("state machine"))?;
+        let resumed = workflow
+            .resume_unfinished()
+            .await
+            .map_err(LocalError::wrap("resuming executions"))?;
         if resumed > 0 {
             tracing::info!(resumed, "resumed unfinished executions");
         }
-        let auth = JwtAuthenticator::new(options.auth.clone()).map_err(|e| LocalError(e.to_string()))?;
+        let auth =
+            JwtAuthenticator::new(options.auth.clone()).map_err(|e| LocalError(e.to_string()))?;
         let app = App {
             purchases,
             inventory,
             workflow: workflow.clone(),
             auth: Arc::new(auth),
         };
-        Ok(LocalSystem { app, steps, workflow })
+        Ok(LocalSystem {
+            app,
+            steps,
+            workflow,
+        })
     }
 
     pub fn router(&self) -> axum::Router {

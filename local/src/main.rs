@@ -36,7 +36,9 @@ async fn main() {
 async fn serve() -> Result<(), String> {
     let options = LocalOptions::from_env().map_err(|e| e.to_string())?;
     let data_dir = options.data_dir.clone();
-    let system = LocalSystem::start(options).await.map_err(|e| e.to_string())?;
+    let system = LocalSystem::start(options)
+        .await
+        .map_err(|e| e.to_string())?;
     let host = shared::config::env("HOST").unwrap_or_else(|| "127.0.0.1".into());
     let port = shared::config::env("PORT").unwrap_or_else(|| "3000".into());
     let address = format!("{host}:{port}");
@@ -63,11 +65,17 @@ fn token(args: &[String]) -> Result<(), String> {
     let mut ttl = 3600u64;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
-        let value = rest.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let value = rest
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         match flag.as_str() {
             "--customer" => customer = Some(value.clone()),
             "--scope" => scope = value.clone(),
-            "--ttl" => ttl = value.parse().map_err(|_| format!("--ttl {value:?} is not a number of seconds"))?,
+            "--ttl" => {
+                ttl = value
+                    .parse()
+                    .map_err(|_| format!("--ttl {value:?} is not a number of seconds"))?
+            }
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
     }
@@ -76,10 +84,15 @@ fn token(args: &[String]) -> Result<(), String> {
         .split_whitespace()
         .map(|s| Scope::parse(s).ok_or_else(|| format!("unknown scope {s:?}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let data_dir = std::path::PathBuf::from(shared::config::env("DATA_DIR").unwrap_or_else(|| "./.data".into()));
+    let data_dir = std::path::PathBuf::from(
+        shared::config::env("DATA_DIR").unwrap_or_else(|| "./.data".into()),
+    );
     let config = local::auth_config(&data_dir).map_err(|e| e.to_string())?;
     let KeySource::Hs256 { secret } = &config.keys else {
-        return Err("JWKS_URL is set: tokens come from your authorization server, not from this command".into());
+        return Err(
+            "JWKS_URL is set: tokens come from your authorization server, not from this command"
+                .into(),
+        );
     };
     let token = shared::auth::mint_hs256_token(
         secret,

@@ -9,14 +9,15 @@ use shared::api::{ApiRequest, ApiResponse, App, BASE_PATH, Endpoint};
 use shared::error::ApiError;
 use shared::validation::limits::MAX_BODY_BYTES;
 
-async fn dispatch(endpoint: Endpoint, app: &App, purchase_id: Option<String>, request: Request) -> ApiResponse {
+async fn dispatch(
+    endpoint: Endpoint,
+    app: &App,
+    purchase_id: Option<String>,
+    request: Request,
+) -> ApiResponse {
     let request_id = uuid::Uuid::now_v7().to_string();
     let (parts, body) = request.into_parts();
-    let query = parts
-        .uri
-        .query()
-        .map(url_pairs)
-        .unwrap_or_default();
+    let query = parts.uri.query().map(url_pairs).unwrap_or_default();
     // Read one byte past the limit so an oversized body is told apart from
     // one exactly at the limit, and answered like every other bad input.
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
@@ -93,30 +94,55 @@ pub fn router(app: App) -> Router {
         )
         .route(
             "/purchases/{purchase_id}",
-            get(|State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                response(dispatch(Endpoint::GetPurchase, &app, Some(id), request).await)
-            })
-            .put(|State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                response(dispatch(Endpoint::UpdatePurchase, &app, Some(id), request).await)
-            }),
+            get(
+                |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
+                    response(dispatch(Endpoint::GetPurchase, &app, Some(id), request).await)
+                },
+            )
+            .put(
+                |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
+                    response(dispatch(Endpoint::UpdatePurchase, &app, Some(id), request).await)
+                },
+            ),
         )
         .route(
             "/purchases/{purchase_id}/cancel",
-            post(|State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                response(dispatch(Endpoint::CancelPurchase, &app, Some(id), request).await)
-            }),
+            post(
+                |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
+                    response(dispatch(Endpoint::CancelPurchase, &app, Some(id), request).await)
+                },
+            ),
         )
         .route(
             "/purchases/{purchase_id}/apply-rules",
-            post(|State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                response(dispatch(Endpoint::ApplyRules, &app, Some(id), request).await)
-            }),
+            post(
+                |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
+                    response(dispatch(Endpoint::ApplyRules, &app, Some(id), request).await)
+                },
+            ),
+        )
+        .route(
+            "/purchases/{purchase_id}/review",
+            post(
+                |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
+                    response(dispatch(Endpoint::ReviewPurchase, &app, Some(id), request).await)
+                },
+            ),
         )
         .with_state(app);
-    Router::new().nest(BASE_PATH, purchases).fallback(|request: Request| async move {
-        let id = uuid::Uuid::now_v7().to_string();
-        response(ApiError::NotFound(format!("route {} {}", request.method(), request.uri().path())).into_response(&id))
-    })
+    Router::new()
+        .nest(BASE_PATH, purchases)
+        .fallback(|request: Request| async move {
+            let id = uuid::Uuid::now_v7().to_string();
+            response(
+                ApiError::NotFound(format!(
+                    "route {} {}",
+                    request.method(),
+                    request.uri().path()
+                ))
+                .into_response(&id),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -4,10 +4,13 @@
 //! so executions survive a restart.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use asl::{
+    Checkpoint, ExecutionJournal, ExecutionStatus, JournalError, Runner, StateMachine, TaskContext,
+    TaskFailure, TaskInvoker,
+};
 use async_trait::async_trait;
-use asl::{Checkpoint, ExecutionJournal, ExecutionStatus, JournalError, Runner, StateMachine, TaskContext, TaskFailure, TaskInvoker};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 use shared::steps::{Step, StepDeps};
@@ -15,6 +18,9 @@ use shared::workflow::{DEFINITION, Workflow, WorkflowError, execution_input};
 
 /// executionName (= purchaseId) → latest Checkpoint (JSON).
 const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("executions");
+
+/// The Step Functions service integration for invoking a Lambda function.
+const LAMBDA_INVOKE: &str = "arn:aws:states:::lambda:invoke";
 
 /// The prefix local Task resources get instead of a Lambda ARN.
 pub const LOCAL_RESOURCE_PREFIX: &str = "local:";
@@ -24,7 +30,12 @@ pub const LOCAL_RESOURCE_PREFIX: &str = "local:";
 pub fn local_substitutions() -> HashMap<String, String> {
     Step::ALL
         .into_iter()
-        .map(|step| (step.arn_placeholder(), format!("{LOCAL_RESOURCE_PREFIX}{}", step.function_name())))
+        .map(|step| {
+            (
+                step.arn_placeholder(),
+                format!("{LOCAL_RESOURCE_PREFIX}{}", step.function_name()),
+            )
+        })
         .collect()
 }
 
@@ -41,13 +52,38 @@ struct StepInvoker {
 
 #[async_trait]
 impl TaskInvoker for StepInvoker {
-    async fn invoke(&self, resource: &str, input: Value, _: &TaskContext) -> Result<Value, TaskFailure> {
-        let step = resource
+    async fn invoke(
+        &self,
+        resource: &str,
+        input: Value,
+        _: &TaskContext,
+    ) -> Result<Value, TaskFailure> {
+        // Direct Lambda resources are `local:<function>`; the callback
+        // pattern goes through `lambda:invoke` with the function in the input.
+        let function = if resource.starts_with(LAMBDA_INVOKE) {
+            input
+                .get("FunctionName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            resource.to_owned()
+        };
+        let step = function
             .strip_prefix(LOCAL_RESOURCE_PREFIX)
             .and_then(Step::from_function_name)
-            .ok_or_else(|| TaskFailure::new("States.TaskFailed", format!("no local task for resource {resource}")))?;
+            .ok_or_else(|| {
+                TaskFailure::new(
+                    "States.TaskFailed",
+                    format!("no local task for resource {resource} ({function})"),
+                )
+            })?;
         if let Some(hook) = &self.hook {
-            let purchase_id = input.get("purchaseId").and_then(Value::as_str).unwrap_or_default();
+            let payload = input.get("Payload").unwrap_or(&input);
+            let purchase_id = payload
+                .get("purchaseId")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             hook.before(step, purchase_id).await;
         }
         step.run(&self.deps, input)
@@ -76,7 +112,9 @@ impl RedbJournal {
         let txn = self.db.begin_read().map_err(|e| e.to_string())?;
         let table = txn.open_table(EXECUTIONS).map_err(|e| e.to_string())?;
         match table.get(name).map_err(|e| e.to_string())? {
-            Some(bytes) => serde_json::from_slice(bytes.value()).map(Some).map_err(|e| e.to_string()),
+            Some(bytes) => serde_json::from_slice(bytes.value())
+                .map(Some)
+                .map_err(|e| e.to_string()),
             None => Ok(None),
         }
     }
@@ -87,7 +125,8 @@ impl RedbJournal {
         let mut found = Vec::new();
         for entry in table.iter().map_err(|e| e.to_string())? {
             let (_, bytes) = entry.map_err(|e| e.to_string())?;
-            let checkpoint: Checkpoint = serde_json::from_slice(bytes.value()).map_err(|e| e.to_string())?;
+            let checkpoint: Checkpoint =
+                serde_json::from_slice(bytes.value()).map_err(|e| e.to_string())?;
             if checkpoint.status == ExecutionStatus::Running {
                 found.push(checkpoint);
             }
@@ -106,12 +145,65 @@ impl ExecutionJournal for RedbJournal {
             let txn = db.begin_write().map_err(journal_error)?;
             {
                 let mut table = txn.open_table(EXECUTIONS).map_err(journal_error)?;
-                table.insert(name.as_str(), bytes.as_slice()).map_err(journal_error)?;
+                table
+                    .insert(name.as_str(), bytes.as_slice())
+                    .map_err(journal_error)?;
             }
             txn.commit().map_err(journal_error)
         })
         .await
         .map_err(journal_error)?
+    }
+}
+
+/// The step tasks' view of the workflow: they only complete task tokens,
+/// through the runner that exists once the steps have been wired into it.
+///
+/// It holds the workflow weakly: the workflow owns the runner, which owns
+/// the steps, which own this — a strong reference would be a cycle that
+/// keeps the database open forever.
+#[derive(Default)]
+pub struct RunnerCallbacks {
+    workflow: OnceLock<Weak<LocalWorkflow>>,
+}
+
+impl RunnerCallbacks {
+    fn runner(&self) -> Result<Runner, WorkflowError> {
+        self.workflow
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|workflow| workflow.runner.clone())
+            .ok_or_else(|| WorkflowError::Internal("the local runner is not running".into()))
+    }
+}
+
+#[async_trait]
+impl Workflow for RunnerCallbacks {
+    async fn start(&self, _: &str) -> Result<(), WorkflowError> {
+        Err(WorkflowError::Internal(
+            "steps do not start executions".into(),
+        ))
+    }
+
+    async fn send_task_success(
+        &self,
+        task_token: &str,
+        output: Value,
+    ) -> Result<(), WorkflowError> {
+        self.runner()?
+            .send_task_success(task_token, output)
+            .map_err(|e| WorkflowError::Internal(e.to_string()))
+    }
+
+    async fn send_task_failure(
+        &self,
+        task_token: &str,
+        error: &str,
+        cause: &str,
+    ) -> Result<(), WorkflowError> {
+        self.runner()?
+            .send_task_failure(task_token, error, cause)
+            .map_err(|e| WorkflowError::Internal(e.to_string()))
     }
 }
 
@@ -125,16 +217,29 @@ pub struct LocalWorkflow {
 }
 
 impl LocalWorkflow {
-    pub fn new(deps: StepDeps, db: Arc<Database>, hook: Option<Arc<dyn StepHook>>) -> Result<LocalWorkflow, String> {
-        let machine = StateMachine::from_json(DEFINITION, &local_substitutions()).map_err(|e| e.to_string())?;
+    /// `callbacks` must be the `workflow` of `deps`: it is connected to the
+    /// runner here, closing the loop steps → runner → steps.
+    pub fn new(
+        deps: StepDeps,
+        callbacks: Arc<RunnerCallbacks>,
+        db: Arc<Database>,
+        hook: Option<Arc<dyn StepHook>>,
+    ) -> Result<Arc<LocalWorkflow>, String> {
+        let machine = StateMachine::from_json(DEFINITION, &local_substitutions())
+            .map_err(|e| e.to_string())?;
         let journal = Arc::new(RedbJournal::new(db)?);
         let invoker = Arc::new(StepInvoker { deps, hook });
         let runner = Runner::new(Arc::new(machine), invoker, journal.clone());
-        Ok(LocalWorkflow {
+        let workflow = Arc::new(LocalWorkflow {
             runner,
             journal,
             started: Mutex::new(HashSet::new()),
-        })
+        });
+        callbacks
+            .workflow
+            .set(Arc::downgrade(&workflow))
+            .map_err(|_| "the runner callbacks are already connected".to_owned())?;
+        Ok(workflow)
     }
 
     pub fn runner(&self) -> &Runner {
@@ -181,7 +286,10 @@ impl Workflow for LocalWorkflow {
         if !self.claim(purchase_id) {
             return Ok(());
         }
-        let existing = self.journal.get(purchase_id).map_err(WorkflowError::Internal)?;
+        let existing = self
+            .journal
+            .get(purchase_id)
+            .map_err(WorkflowError::Internal)?;
         if existing.is_some() {
             return Ok(()); // like Step Functions: one execution per name
         }
@@ -192,5 +300,26 @@ impl Workflow for LocalWorkflow {
             tracing::info!(execution = %name, ?outcome, "execution ended");
         });
         Ok(())
+    }
+
+    async fn send_task_success(
+        &self,
+        task_token: &str,
+        output: Value,
+    ) -> Result<(), WorkflowError> {
+        self.runner
+            .send_task_success(task_token, output)
+            .map_err(|e| WorkflowError::Internal(e.to_string()))
+    }
+
+    async fn send_task_failure(
+        &self,
+        task_token: &str,
+        error: &str,
+        cause: &str,
+    ) -> Result<(), WorkflowError> {
+        self.runner
+            .send_task_failure(task_token, error, cause)
+            .map_err(|e| WorkflowError::Internal(e.to_string()))
     }
 }

@@ -21,7 +21,7 @@ use crate::store::{Inventory, PurchaseQuery, PurchaseStore, StoreError};
 use crate::validation::{
     CreatePurchaseRequest, RequestedLine, UpdatePurchaseRequest, parse_json_body, price_lines,
 };
-use crate::workflow::{Workflow, WorkflowError};
+use crate::workflow::{Workflow, WorkflowError, review_decision};
 
 /// The base path every route lives under, on API Gateway and locally.
 pub const BASE_PATH: &str = "/purchase-orchestrator";
@@ -157,7 +157,9 @@ impl From<StoreError> for ApiError {
             StoreError::VersionConflict => ApiError::Conflict(
                 "the purchase changed concurrently too often; retry the request".into(),
             ),
-            StoreError::AlreadyExists(id) => ApiError::Conflict(format!("purchase {id} already exists")),
+            StoreError::AlreadyExists(id) => {
+                ApiError::Conflict(format!("purchase {id} already exists"))
+            }
             StoreError::OutOfStock { .. } => ApiError::Conflict(error.to_string()),
             StoreError::Unavailable(reason) => ApiError::Unavailable {
                 retry_after_seconds: 1,
@@ -190,7 +192,10 @@ async fn authenticate(app: &App, request: &ApiRequest, scope: Scope) -> Result<C
     Ok(caller)
 }
 
-async fn priced_lines(app: &App, requested: &[RequestedLine]) -> Result<(Vec<PurchaseLine>, String, i64), ApiError> {
+async fn priced_lines(
+    app: &App,
+    requested: &[RequestedLine],
+) -> Result<(Vec<PurchaseLine>, String, i64), ApiError> {
     let ids: Vec<String> = requested.iter().map(|line| line.id.clone()).collect();
     let catalog = app.inventory.get_products(&ids).await?;
     price_lines(requested, &catalog)
@@ -233,6 +238,7 @@ pub async fn create_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
             shipping_status,
             failure_reason: None,
             held_from: None,
+            review_token: None,
             timeline: Vec::new(),
             rule_results: Vec::new(),
             version: 1,
@@ -293,7 +299,9 @@ pub async fn get_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
         let caller = authenticate(app, request, Scope::Read).await?;
         let purchase = load_visible(app, &caller, path_id(request)?).await?;
         let mut response = to_json(StatusCode::OK, &PurchaseView::of(&purchase))?;
-        response.headers_mut().insert(header::ETAG, etag(purchase.version));
+        response
+            .headers_mut()
+            .insert(header::ETAG, etag(purchase.version));
         Ok(response)
     })
     .await
@@ -375,12 +383,21 @@ pub async fn update_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
                 }
                 p.shipping_address = address.clone();
             }
-            p.record("Update", "APPLIED", Some(format!("by {}", caller.customer_id)));
+            p.record(
+                "Update",
+                "APPLIED",
+                Some(format!("by {}", caller.customer_id)),
+            );
             Ok(true)
         })
         .await?;
-        let mut response = to_json(StatusCode::OK, &status_message(&purchase, "purchase updated"))?;
-        response.headers_mut().insert(header::ETAG, etag(purchase.version));
+        let mut response = to_json(
+            StatusCode::OK,
+            &status_message(&purchase, "purchase updated"),
+        )?;
+        response
+            .headers_mut()
+            .insert(header::ETAG, etag(purchase.version));
         Ok(response)
     })
     .await
@@ -405,14 +422,125 @@ pub async fn cancel_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
                 )));
             }
             p.move_to(PurchaseStatus::Cancelled)?;
-            p.record("Cancel", "REQUESTED", Some(format!("by {}", caller.customer_id)));
+            p.record(
+                "Cancel",
+                "REQUESTED",
+                Some(format!("by {}", caller.customer_id)),
+            );
             Ok(true)
         })
         .await?;
+        // A held purchase's workflow is waiting for a review: tell it now
+        // (again, on a repeated cancel, if the first notice did not get through).
+        notify_waiting_workflow(app, &purchase).await?;
         let message = if already {
             "purchase was already cancelled"
         } else {
             "purchase cancelled; held stock is released and any captured payment refunded"
+        };
+        to_json(StatusCode::OK, &status_message(&purchase, message))
+    })
+    .await
+}
+
+/// Hands a review decision (or a cancellation) to the workflow task waiting
+/// on the purchase's review token, then forgets the token. If the workflow
+/// service is unreachable the token stays, and repeating the request
+/// delivers it.
+async fn notify_waiting_workflow(app: &App, purchase: &Purchase) -> Result<(), ApiError> {
+    let Some(token) = purchase.review_token.as_deref() else {
+        return Ok(());
+    };
+    let sent = match review_decision(purchase) {
+        Ok(output) => app.workflow.send_task_success(token, output).await,
+        Err((error, cause)) => app.workflow.send_task_failure(token, error, &cause).await,
+    };
+    match sent {
+        Ok(()) => {}
+        Err(WorkflowError::Unavailable(reason)) => {
+            return Err(ApiError::Unavailable {
+                retry_after_seconds: 2,
+                reason,
+            });
+        }
+        // An unknown token means the task is gone (timed out, or already
+        // told): nothing is waiting any more.
+        Err(WorkflowError::Internal(reason)) => {
+            tracing::warn!(purchase_id = %purchase.purchase_id, %reason, "review token not delivered");
+        }
+    }
+    let token = token.to_owned();
+    modify_purchase(app.purchases.as_ref(), &purchase.purchase_id, |p| {
+        if p.review_token.as_deref() != Some(token.as_str()) {
+            return Ok::<_, ApiError>(false);
+        }
+        p.review_token = None;
+        Ok(true)
+    })
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewRequest {
+    decision: Option<String>,
+    reason: Option<String>,
+}
+
+/// `POST /purchases/{purchaseId}/review`: an admin approves (the workflow
+/// continues where it was held) or rejects (it compensates) an `ON_HOLD` purchase.
+pub async fn review_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
+    respond(request, async {
+        let caller = authenticate(app, request, Scope::Admin).await?;
+        let id = path_id(request)?;
+        let body: ReviewRequest = parse_json_body(&request.headers, &request.body)?;
+        let approve = match body.decision.as_deref() {
+            Some("approve") => true,
+            Some("reject") => false,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "decision",
+                    format!("{other:?} is not \"approve\" or \"reject\""),
+                ));
+            }
+            None => return Err(ApiError::invalid("decision", "is required")),
+        };
+        let reason = body.reason.unwrap_or_default();
+        if reason.chars().count() > 500 {
+            return Err(ApiError::invalid(
+                "reason",
+                "must be at most 500 characters",
+            ));
+        }
+        load_visible(app, &caller, id).await?;
+        let purchase = modify_purchase(app.purchases.as_ref(), id, |p| {
+            if p.status != PurchaseStatus::OnHold {
+                return Err(ApiError::Conflict(format!(
+                    "purchase {} is {}; only ON_HOLD purchases can be reviewed",
+                    p.purchase_id, p.status
+                )));
+            }
+            if approve {
+                let resume_at = p.held_from.take().unwrap_or(PurchaseStatus::Pending);
+                p.move_to(resume_at)?;
+            } else {
+                p.move_to(PurchaseStatus::Rejected)?;
+            }
+            let outcome = if approve { "APPROVED" } else { "REJECTED" };
+            p.record(
+                "Review",
+                outcome,
+                Some(format!("by {}: {reason}", caller.customer_id)),
+            );
+            Ok(true)
+        })
+        .await?;
+        notify_waiting_workflow(app, &purchase).await?;
+        let message = if approve {
+            "purchase approved; the workflow continues"
+        } else {
+            "purchase rejected; held stock is released and any captured payment refunded"
         };
         to_json(StatusCode::OK, &status_message(&purchase, message))
     })
@@ -446,7 +574,10 @@ pub async fn apply_rules(app: &App, request: &ApiRequest) -> ApiResponse {
             Ok(true)
         })
         .await?;
-        to_json(StatusCode::OK, &status_message(&purchase, evaluation.message()))
+        to_json(
+            StatusCode::OK,
+            &status_message(&purchase, evaluation.message()),
+        )
     })
     .await
 }
@@ -484,18 +615,29 @@ pub async fn list_purchases(app: &App, request: &ApiRequest) -> ApiResponse {
                         .ok()
                         .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
                         .ok_or_else(|| {
-                            ApiError::invalid("limit", format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"))
+                            ApiError::invalid(
+                                "limit",
+                                format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+                            )
                         })?
                 }
                 "nextToken" => query.next_token = Some(decode_token(value)?),
-                other => return Err(ApiError::invalid(other, "is not a supported query parameter")),
+                other => {
+                    return Err(ApiError::invalid(
+                        other,
+                        "is not a supported query parameter",
+                    ));
+                }
             }
         }
         if !caller.has(Scope::Admin) {
             match &query.customer_id {
                 Some(customer) if customer != &caller.customer_id => {
                     return Err(ApiError::Forbidden {
-                        reason: format!("{} may not list purchases of {customer}", caller.customer_id),
+                        reason: format!(
+                            "{} may not list purchases of {customer}",
+                            caller.customer_id
+                        ),
                     });
                 }
                 _ => query.customer_id = Some(caller.customer_id.clone()),
@@ -520,7 +662,7 @@ fn encode_token(key: &str) -> String {
 
 fn decode_token(token: &str) -> Result<String, ApiError> {
     let invalid = || ApiError::invalid("nextToken", "is not a token returned by a previous page");
-    if !token.is_ascii() || token.len() % 2 != 0 || token.len() > 1024 {
+    if !token.is_ascii() || !token.len().is_multiple_of(2) || token.len() > 1024 {
         return Err(invalid());
     }
     let bytes = (0..token.len())
@@ -541,16 +683,18 @@ pub enum Endpoint {
     UpdatePurchase,
     CancelPurchase,
     ApplyRules,
+    ReviewPurchase,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 7] = [
         Endpoint::CreatePurchase,
         Endpoint::ListPurchases,
         Endpoint::GetPurchase,
         Endpoint::UpdatePurchase,
         Endpoint::CancelPurchase,
         Endpoint::ApplyRules,
+        Endpoint::ReviewPurchase,
     ];
 
     pub fn function_name(self) -> &'static str {
@@ -561,6 +705,7 @@ impl Endpoint {
             Endpoint::UpdatePurchase => "update-purchase",
             Endpoint::CancelPurchase => "cancel-purchase",
             Endpoint::ApplyRules => "apply-rules",
+            Endpoint::ReviewPurchase => "review-purchase",
         }
     }
 
@@ -574,6 +719,7 @@ impl Endpoint {
             Endpoint::UpdatePurchase => (Method::PUT, "/purchases/{purchaseId}"),
             Endpoint::CancelPurchase => (Method::POST, "/purchases/{purchaseId}/cancel"),
             Endpoint::ApplyRules => (Method::POST, "/purchases/{purchaseId}/apply-rules"),
+            Endpoint::ReviewPurchase => (Method::POST, "/purchases/{purchaseId}/review"),
         }
     }
 
@@ -585,6 +731,7 @@ impl Endpoint {
             Endpoint::UpdatePurchase => update_purchase(app, request).await,
             Endpoint::CancelPurchase => cancel_purchase(app, request).await,
             Endpoint::ApplyRules => apply_rules(app, request).await,
+            Endpoint::ReviewPurchase => review_purchase(app, request).await,
         }
     }
 }

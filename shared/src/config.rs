@@ -22,7 +22,9 @@ pub struct ConfigError(pub String);
 pub const SIMULATOR: &str = "simulator";
 
 pub fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
 }
 
 /// `PAYMENT_URL`: an HTTP base URL, or `simulator`. On AWS it has no
@@ -31,7 +33,9 @@ pub fn payment_gateway(default: Option<&str>) -> Result<Arc<dyn PaymentGateway>,
     match env("PAYMENT_URL").as_deref().or(default) {
         Some(SIMULATOR) => Ok(Arc::new(SimulatedPaymentGateway::default())),
         Some(url) => Ok(Arc::new(HttpPaymentGateway::new(url, client()?))),
-        None => Err(ConfigError("PAYMENT_URL is not set (an https URL, or \"simulator\")".into())),
+        None => Err(ConfigError(
+            "PAYMENT_URL is not set (an https URL, or \"simulator\")".into(),
+        )),
     }
 }
 
@@ -40,7 +44,9 @@ pub fn provisioner(default: Option<&str>) -> Result<Arc<dyn Provisioner>, Config
     match env("PROVISIONING_URL").as_deref().or(default) {
         Some(SIMULATOR) => Ok(Arc::new(SimulatedProvisioner::default())),
         Some(url) => Ok(Arc::new(HttpProvisioner::new(url, client()?))),
-        None => Err(ConfigError("PROVISIONING_URL is not set (an https URL, or \"simulator\")".into())),
+        None => Err(ConfigError(
+            "PROVISIONING_URL is not set (an https URL, or \"simulator\")".into(),
+        )),
     }
 }
 
@@ -68,16 +74,34 @@ pub fn dynamodb_store(sdk: &aws_config::SdkConfig) -> DynamoStore {
     if let Some(endpoint) = env("DYNAMODB_ENDPOINT") {
         builder = builder.endpoint_url(endpoint);
     }
-    DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(builder.build()), DynamoTables::from_env())
+    DynamoStore::new(
+        aws_sdk_dynamodb::Client::from_conf(builder.build()),
+        DynamoTables::from_env(),
+    )
 }
 
-/// A workflow port for functions that must never start executions.
-struct NoWorkflow;
+/// A workflow port that refuses everything: for tests and tools that must
+/// never touch a workflow.
+pub struct NoWorkflow;
 
 #[async_trait]
 impl Workflow for NoWorkflow {
     async fn start(&self, _: &str) -> Result<(), WorkflowError> {
-        Err(WorkflowError::Internal("STATE_MACHINE_ARN is not configured for this function".into()))
+        Err(WorkflowError::Internal(
+            "STATE_MACHINE_ARN is not configured for this function".into(),
+        ))
+    }
+
+    async fn send_task_success(&self, _: &str, _: serde_json::Value) -> Result<(), WorkflowError> {
+        Err(WorkflowError::Internal(
+            "this function may not complete workflow tasks".into(),
+        ))
+    }
+
+    async fn send_task_failure(&self, _: &str, _: &str, _: &str) -> Result<(), WorkflowError> {
+        Err(WorkflowError::Internal(
+            "this function may not complete workflow tasks".into(),
+        ))
     }
 }
 
@@ -85,10 +109,7 @@ impl Workflow for NoWorkflow {
 pub async fn lambda_app() -> Result<App, ConfigError> {
     let sdk = aws_config().await;
     let store = Arc::new(dynamodb_store(&sdk));
-    let workflow: Arc<dyn Workflow> = match env("STATE_MACHINE_ARN") {
-        Some(arn) => Arc::new(StepFunctionsWorkflow::new(aws_sdk_sfn::Client::new(&sdk), arn)),
-        None => Arc::new(NoWorkflow),
-    };
+    let workflow = step_functions(&sdk);
     let auth_config = AuthConfig::from_env().map_err(|e| ConfigError(e.to_string()))?;
     let auth = JwtAuthenticator::new(auth_config).map_err(|e| ConfigError(e.to_string()))?;
     Ok(App {
@@ -108,5 +129,16 @@ pub async fn lambda_step_deps() -> Result<StepDeps, ConfigError> {
         inventory: store,
         payments: payment_gateway(None)?,
         provisioning: provisioner(None)?,
+        workflow: step_functions(&sdk),
     })
+}
+
+/// Step Functions for starting executions (`STATE_MACHINE_ARN`, only the
+/// create function has it) and completing review tasks (IAM decides who may).
+fn step_functions(sdk: &aws_config::SdkConfig) -> Arc<dyn Workflow> {
+    let client = aws_sdk_sfn::Client::new(sdk);
+    match env("STATE_MACHINE_ARN") {
+        Some(arn) => Arc::new(StepFunctionsWorkflow::new(client, Some(arn))),
+        None => Arc::new(StepFunctionsWorkflow::new(client, None)),
+    }
 }

@@ -13,16 +13,23 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Product, Purchase};
-use crate::store::{Inventory, PurchasePage, PurchaseQuery, PurchaseStore, StoreError};
+use crate::store::{
+    IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery, PurchaseStore,
+    StoreError, StoredResponse,
+};
 
 /// purchaseId → Purchase (JSON). Ids are UUIDv7, so key order is creation order.
 const PURCHASES: TableDefinition<&str, &[u8]> = TableDefinition::new("purchases");
 /// "customerId\0purchaseId" → (); lists a customer's purchases in creation order.
-const PURCHASES_BY_CUSTOMER: TableDefinition<&str, ()> = TableDefinition::new("purchases_by_customer");
+const PURCHASES_BY_CUSTOMER: TableDefinition<&str, ()> =
+    TableDefinition::new("purchases_by_customer");
 /// productId → Product (JSON), `stock` being what is still available.
 const PRODUCTS: TableDefinition<&str, &[u8]> = TableDefinition::new("products");
 /// purchaseId → the lines held for it, so reserve and release are idempotent.
 const RESERVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("reservations");
+/// idempotencyKey → IdempotencyRecord (JSON). Expired records are ignored on
+/// read and overwritten by the next claim rather than swept.
+const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 
 #[derive(Serialize, Deserialize)]
 struct Reservation {
@@ -46,7 +53,10 @@ impl EmbeddedStore {
     /// Opens (or creates) `<data_dir>/purchases.redb`.
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Internal(format!("cannot create data dir {}: {e}", data_dir.display()))
+            StoreError::Internal(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
         })?;
         let path = data_dir.join("purchases.redb");
         let db = Database::create(&path)
@@ -58,6 +68,7 @@ impl EmbeddedStore {
             txn.open_table(PURCHASES_BY_CUSTOMER).map_err(internal)?;
             txn.open_table(PRODUCTS).map_err(internal)?;
             txn.open_table(RESERVATIONS).map_err(internal)?;
+            txn.open_table(IDEMPOTENCY).map_err(internal)?;
         }
         txn.commit().map_err(internal)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
@@ -98,7 +109,11 @@ impl PurchaseStore for EmbeddedStore {
             let txn = db.begin_write().map_err(internal)?;
             {
                 let mut purchases = txn.open_table(PURCHASES).map_err(internal)?;
-                if purchases.get(purchase.purchase_id.as_str()).map_err(internal)?.is_some() {
+                if purchases
+                    .get(purchase.purchase_id.as_str())
+                    .map_err(internal)?
+                    .is_some()
+                {
                     return Err(StoreError::AlreadyExists(purchase.purchase_id.clone()));
                 }
                 purchases
@@ -106,7 +121,10 @@ impl PurchaseStore for EmbeddedStore {
                     .map_err(internal)?;
                 let mut by_customer = txn.open_table(PURCHASES_BY_CUSTOMER).map_err(internal)?;
                 by_customer
-                    .insert(customer_key(&purchase.customer_id, &purchase.purchase_id).as_str(), ())
+                    .insert(
+                        customer_key(&purchase.customer_id, &purchase.purchase_id).as_str(),
+                        (),
+                    )
                     .map_err(internal)?;
             }
             txn.commit().map_err(internal)
@@ -136,7 +154,10 @@ impl PurchaseStore for EmbeddedStore {
             let txn = db.begin_write().map_err(internal)?;
             {
                 let mut purchases = txn.open_table(PURCHASES).map_err(internal)?;
-                let current: Purchase = match purchases.get(written.purchase_id.as_str()).map_err(internal)? {
+                let current: Purchase = match purchases
+                    .get(written.purchase_id.as_str())
+                    .map_err(internal)?
+                {
                     Some(bytes) => decode(bytes.value())?,
                     None => return Err(StoreError::NotFound(written.purchase_id.clone())),
                 };
@@ -165,37 +186,38 @@ impl PurchaseStore for EmbeddedStore {
             let mut next_token = None;
             // Both tables sort oldest first (UUIDv7 ids), so walk them backwards.
             // The page token is the last key returned; the next page starts below it.
-            let ids: Box<dyn Iterator<Item = Result<(String, String), StoreError>>> = match &query.customer_id {
-                Some(customer) => {
-                    let index = txn.open_table(PURCHASES_BY_CUSTOMER).map_err(internal)?;
-                    let low = format!("{customer}\0");
-                    let high = match &query.next_token {
-                        Some(token) => token.clone(),
-                        None => format!("{customer}\u{1}"),
-                    };
-                    if !high.starts_with(&low) && query.next_token.is_some() {
-                        return Err(StoreError::Internal("invalid page token".into()));
+            let ids: Box<dyn Iterator<Item = Result<(String, String), StoreError>>> =
+                match &query.customer_id {
+                    Some(customer) => {
+                        let index = txn.open_table(PURCHASES_BY_CUSTOMER).map_err(internal)?;
+                        let low = format!("{customer}\0");
+                        let high = match &query.next_token {
+                            Some(token) => token.clone(),
+                            None => format!("{customer}\u{1}"),
+                        };
+                        if !high.starts_with(&low) && query.next_token.is_some() {
+                            return Err(StoreError::Internal("invalid page token".into()));
+                        }
+                        let range = index.range(low.as_str()..high.as_str()).map_err(internal)?;
+                        Box::new(range.rev().map(|entry| {
+                            let (key, _) = entry.map_err(internal)?;
+                            let key = key.value().to_owned();
+                            let id = key.rsplit('\0').next().unwrap_or_default().to_owned();
+                            Ok((key, id))
+                        }))
                     }
-                    let range = index.range(low.as_str()..high.as_str()).map_err(internal)?;
-                    Box::new(range.rev().map(|entry| {
-                        let (key, _) = entry.map_err(internal)?;
-                        let key = key.value().to_owned();
-                        let id = key.rsplit('\0').next().unwrap_or_default().to_owned();
-                        Ok((key, id))
-                    }))
-                }
-                None => {
-                    let range = match &query.next_token {
-                        Some(token) => purchases.range(..token.as_str()).map_err(internal)?,
-                        None => purchases.range::<&str>(..).map_err(internal)?,
-                    };
-                    Box::new(range.rev().map(|entry| {
-                        let (key, _) = entry.map_err(internal)?;
-                        let id = key.value().to_owned();
-                        Ok((id.clone(), id))
-                    }))
-                }
-            };
+                    None => {
+                        let range = match &query.next_token {
+                            Some(token) => purchases.range(..token.as_str()).map_err(internal)?,
+                            None => purchases.range::<&str>(..).map_err(internal)?,
+                        };
+                        Box::new(range.rev().map(|entry| {
+                            let (key, _) = entry.map_err(internal)?;
+                            let id = key.value().to_owned();
+                            Ok((id.clone(), id))
+                        }))
+                    }
+                };
             let mut last_key = None;
             for item in ids {
                 let (key, id) = item?;
@@ -247,9 +269,15 @@ impl Inventory for EmbeddedStore {
             let txn = db.begin_write().map_err(internal)?;
             {
                 let mut products = txn.open_table(PRODUCTS).map_err(internal)?;
-                if products.get(product.id.as_str()).map_err(internal)?.is_none() {
+                if products
+                    .get(product.id.as_str())
+                    .map_err(internal)?
+                    .is_none()
+                {
                     let bytes = encode(&product)?;
-                    products.insert(product.id.as_str(), bytes.as_slice()).map_err(internal)?;
+                    products
+                        .insert(product.id.as_str(), bytes.as_slice())
+                        .map_err(internal)?;
                 }
             }
             txn.commit().map_err(internal)
@@ -257,30 +285,39 @@ impl Inventory for EmbeddedStore {
         .await
     }
 
-    async fn reserve_stock(&self, purchase_id: &str, lines: &[(String, u32)]) -> Result<(), StoreError> {
+    async fn reserve_stock(
+        &self,
+        purchase_id: &str,
+        lines: &[(String, u32)],
+    ) -> Result<(), StoreError> {
         let purchase_id = purchase_id.to_owned();
         let lines = lines.to_vec();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(internal)?;
             {
                 let mut reservations = txn.open_table(RESERVATIONS).map_err(internal)?;
-                if reservations.get(purchase_id.as_str()).map_err(internal)?.is_some() {
+                if reservations
+                    .get(purchase_id.as_str())
+                    .map_err(internal)?
+                    .is_some()
+                {
                     return Ok(()); // already held: a retried step
                 }
                 let mut products = txn.open_table(PRODUCTS).map_err(internal)?;
                 // Check every line before changing any, so failure changes nothing.
                 let mut updated = Vec::with_capacity(lines.len());
                 for (product_id, quantity) in &lines {
-                    let mut product: Product = match products.get(product_id.as_str()).map_err(internal)? {
-                        Some(bytes) => decode(bytes.value())?,
-                        None => {
-                            return Err(StoreError::OutOfStock {
-                                product_id: product_id.clone(),
-                                requested: *quantity,
-                                available: 0,
-                            });
-                        }
-                    };
+                    let mut product: Product =
+                        match products.get(product_id.as_str()).map_err(internal)? {
+                            Some(bytes) => decode(bytes.value())?,
+                            None => {
+                                return Err(StoreError::OutOfStock {
+                                    product_id: product_id.clone(),
+                                    requested: *quantity,
+                                    available: 0,
+                                });
+                            }
+                        };
                     if product.stock < i64::from(*quantity) {
                         return Err(StoreError::OutOfStock {
                             product_id: product_id.clone(),
@@ -293,7 +330,9 @@ impl Inventory for EmbeddedStore {
                 }
                 for product in &updated {
                     let bytes = encode(product)?;
-                    products.insert(product.id.as_str(), bytes.as_slice()).map_err(internal)?;
+                    products
+                        .insert(product.id.as_str(), bytes.as_slice())
+                        .map_err(internal)?;
                 }
                 let bytes = encode(&Reservation { lines })?;
                 reservations
@@ -311,25 +350,113 @@ impl Inventory for EmbeddedStore {
             let txn = db.begin_write().map_err(internal)?;
             {
                 let mut reservations = txn.open_table(RESERVATIONS).map_err(internal)?;
-                let reservation: Reservation = match reservations.remove(purchase_id.as_str()).map_err(internal)? {
+                let reservation: Reservation = match reservations
+                    .remove(purchase_id.as_str())
+                    .map_err(internal)?
+                {
                     Some(bytes) => decode(bytes.value())?,
                     None => return Ok(false),
                 };
                 let mut products = txn.open_table(PRODUCTS).map_err(internal)?;
                 for (product_id, quantity) in &reservation.lines {
-                    let current: Option<Product> = match products.get(product_id.as_str()).map_err(internal)? {
-                        Some(bytes) => Some(decode(bytes.value())?),
-                        None => None,
-                    };
+                    let current: Option<Product> =
+                        match products.get(product_id.as_str()).map_err(internal)? {
+                            Some(bytes) => Some(decode(bytes.value())?),
+                            None => None,
+                        };
                     // A product deleted from the catalog has nothing to give back to.
                     let Some(mut product) = current else { continue };
                     product.stock += i64::from(*quantity);
                     let bytes = encode(&product)?;
-                    products.insert(product_id.as_str(), bytes.as_slice()).map_err(internal)?;
+                    products
+                        .insert(product_id.as_str(), bytes.as_slice())
+                        .map_err(internal)?;
                 }
             }
             txn.commit().map_err(internal)?;
             Ok(true)
+        })
+        .await
+    }
+}
+
+/// The record stored under `key`, unless it has expired.
+fn live_record(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let Some(bytes) = table.get(key).map_err(internal)? else {
+        return Ok(None);
+    };
+    let record: IdempotencyRecord = decode(bytes.value())?;
+    Ok((record.expires_at > chrono::Utc::now()).then_some(record))
+}
+
+#[async_trait]
+impl IdempotencyStore for EmbeddedStore {
+    async fn put_if_absent(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let record = record.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(internal)?;
+            {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(internal)?;
+                if let Some(existing) = live_record(&table, &record.idempotency_key)? {
+                    return Ok(Some(existing));
+                }
+                let bytes = encode(&record)?;
+                table
+                    .insert(record.idempotency_key.as_str(), bytes.as_slice())
+                    .map_err(internal)?;
+            }
+            txn.commit().map_err(internal)?;
+            Ok(None)
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = txn.open_table(IDEMPOTENCY).map_err(internal)?;
+            live_record(&table, &key)
+        })
+        .await
+    }
+
+    async fn complete(&self, key: &str, response: &StoredResponse) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        let response = response.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(internal)?;
+            {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(internal)?;
+                let Some(mut record) = live_record(&table, &key)? else {
+                    return Err(StoreError::NotFound(format!("idempotency key {key}")));
+                };
+                record.response = Some(response);
+                let bytes = encode(&record)?;
+                table
+                    .insert(key.as_str(), bytes.as_slice())
+                    .map_err(internal)?;
+            }
+            txn.commit().map_err(internal)
+        })
+        .await
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(internal)?;
+            {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(internal)?;
+                table.remove(key.as_str()).map_err(internal)?;
+            }
+            txn.commit().map_err(internal)
         })
         .await
     }

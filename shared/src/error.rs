@@ -195,13 +195,18 @@ mod tests {
         let body = body(&response);
         assert_eq!(body["error"], "VALIDATION_FAILED");
         assert_eq!(body["details"][0]["field"], "products[0].quantity");
-        assert!(body["message"].as_str().unwrap().contains("products[0].quantity"));
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("products[0].quantity")
+        );
     }
 
     #[test]
     fn internal_error_does_not_leak_its_cause() {
-        let response = ApiError::Internal("redb: table corrupted at page 7".into())
-            .into_response("req-42");
+        let response =
+            ApiError::Internal("redb: table corrupted at page 7".into()).into_response("req-42");
         assert_eq!(response.status(), 500);
         let text = response.body();
         assert!(!text.contains("redb"), "{text}");

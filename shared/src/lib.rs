@@ -1,6 +1,6 @@
 //! The purchase orchestrator's common crate.
 //!
-//! - Domain (plain Rust, no AWS types): [`model`], [`validation`], [`rules`]... 
+//! - Domain (plain Rust, no AWS types): [`model`], [`validation`], [`rules`]...
 //! - Ports: [`store`], [`payment`], [`provisioning`], [`workflow`], [`auth`].
 //! - Adapters: [`embedded`] (redb), [`dynamodb`], [`sfn`], HTTP clients.
 //! - Entry points shared by the Lambdas and the local server: [`api`], [`steps`].

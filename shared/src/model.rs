@@ -54,7 +54,9 @@ impl PurchaseStatus {
     }
 
     pub fn parse(s: &str) -> Option<PurchaseStatus> {
-        PurchaseStatus::ALL.into_iter().find(|status| status.as_str() == s)
+        PurchaseStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
     }
 
     /// Terminal statuses never change again.
@@ -236,6 +238,9 @@ pub struct Purchase {
     pub shipping_status: ShippingStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<FailureReason>,
+    /// While `ON_HOLD` with the workflow waiting: the task token that resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_token: Option<String>,
     /// The status an `ON_HOLD` purchase resumes at when approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_from: Option<PurchaseStatus>,
@@ -297,7 +302,10 @@ mod tests {
             (Pending, &[Reserved, OnHold, Failed, Cancelled, Rejected]),
             (Reserved, &[Paid, OnHold, Failed, Cancelled, Rejected]),
             (Paid, &[Completed, OnHold, Failed, Cancelled, Rejected]),
-            (OnHold, &[Pending, Reserved, Paid, Failed, Cancelled, Rejected]),
+            (
+                OnHold,
+                &[Pending, Reserved, Paid, Failed, Cancelled, Rejected],
+            ),
             (Completed, &[]),
             (Failed, &[]),
             (Cancelled, &[]),
@@ -319,7 +327,11 @@ mod tests {
     #[test]
     fn terminal_statuses_have_no_way_out() {
         for status in PurchaseStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
-            assert!(PurchaseStatus::ALL.iter().all(|to| !status.can_move_to(*to)));
+            assert!(
+                PurchaseStatus::ALL
+                    .iter()
+                    .all(|to| !status.can_move_to(*to))
+            );
         }
     }
 

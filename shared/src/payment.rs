@@ -219,7 +219,8 @@ mod tests {
     async fn simulator_follows_the_documented_tokens() {
         let sim = SimulatedPaymentGateway::default();
         assert!(matches!(
-            sim.capture(&request("tok_decline_insufficient_funds")).await,
+            sim.capture(&request("tok_decline_insufficient_funds"))
+                .await,
             Err(PaymentError::Declined(_))
         ));
         for _ in 0..2 {

@@ -21,7 +21,11 @@ pub enum ProvisioningError {
 #[async_trait]
 pub trait Provisioner: Send + Sync {
     /// Provisions one line; idempotent per (purchase id, product id).
-    async fn provision(&self, purchase_id: &str, line: &PurchaseLine) -> Result<(), ProvisioningError>;
+    async fn provision(
+        &self,
+        purchase_id: &str,
+        line: &PurchaseLine,
+    ) -> Result<(), ProvisioningError>;
 }
 
 #[derive(Serialize)]
@@ -52,7 +56,11 @@ impl HttpProvisioner {
 
 #[async_trait]
 impl Provisioner for HttpProvisioner {
-    async fn provision(&self, purchase_id: &str, line: &PurchaseLine) -> Result<(), ProvisioningError> {
+    async fn provision(
+        &self,
+        purchase_id: &str,
+        line: &PurchaseLine,
+    ) -> Result<(), ProvisioningError> {
         let response = self
             .client
             .post(format!("{}/provisions", self.base_url))
@@ -94,7 +102,11 @@ impl SimulatedProvisioner {
 
 #[async_trait]
 impl Provisioner for SimulatedProvisioner {
-    async fn provision(&self, purchase_id: &str, line: &PurchaseLine) -> Result<(), ProvisioningError> {
+    async fn provision(
+        &self,
+        purchase_id: &str,
+        line: &PurchaseLine,
+    ) -> Result<(), ProvisioningError> {
         if line.id.starts_with("fail-provision") {
             return Err(ProvisioningError::Rejected(format!(
                 "product {} cannot be provisioned",

@@ -77,7 +77,10 @@ struct MaxQuantity(u32);
 impl Rule for MaxQuantity {
     fn evaluate(&self, purchase: &Purchase, _: &Facts) -> Result<String, String> {
         match purchase.products.iter().find(|l| l.quantity > self.0) {
-            Some(line) => Err(format!("{} × {} exceeds the maximum of {} per product", line.quantity, line.id, self.0)),
+            Some(line) => Err(format!(
+                "{} × {} exceeds the maximum of {} per product",
+                line.quantity, line.id, self.0
+            )),
             None => Ok(format!("every quantity is at most {}", self.0)),
         }
     }
@@ -88,7 +91,11 @@ struct MaxTotalItems(u32);
 
 impl Rule for MaxTotalItems {
     fn evaluate(&self, purchase: &Purchase, _: &Facts) -> Result<String, String> {
-        let total: u64 = purchase.products.iter().map(|l| u64::from(l.quantity)).sum();
+        let total: u64 = purchase
+            .products
+            .iter()
+            .map(|l| u64::from(l.quantity))
+            .sum();
         if total > u64::from(self.0) {
             Err(format!("{total} items exceed the maximum of {}", self.0))
         } else {
@@ -116,14 +123,25 @@ impl Rule for OrderValue {
         if &purchase.currency != currency {
             // Amounts in different currencies cannot be compared without a
             // rate; the rule applies to purchases in its own currency only.
-            return Ok(format!("not applicable: purchase is in {}, rule in {currency}", purchase.currency));
+            return Ok(format!(
+                "not applicable: purchase is in {}, rule in {currency}",
+                purchase.currency
+            ));
         }
         let total = purchase.total_amount;
-        let (broken, word) = if self.minimum { (total < *amount, "below the minimum") } else { (total > *amount, "above the maximum") };
-        if broken {
-            Err(format!("order value {total} {currency} is {word} of {amount} {currency}"))
+        let (broken, word) = if self.minimum {
+            (total < *amount, "below the minimum")
         } else {
-            Ok(format!("order value {total} {currency} is within {amount} {currency}"))
+            (total > *amount, "above the maximum")
+        };
+        if broken {
+            Err(format!(
+                "order value {total} {currency} is {word} of {amount} {currency}"
+            ))
+        } else {
+            Ok(format!(
+                "order value {total} {currency} is within {amount} {currency}"
+            ))
         }
     }
 }
@@ -145,7 +163,9 @@ impl Rule for CountryList {
         let country = &purchase.shipping_address.country;
         let listed = self.countries.iter().any(|c| c == country);
         match (self.allowed, listed) {
-            (true, false) => Err(format!("shipping to {country} is not in the allowed countries")),
+            (true, false) => Err(format!(
+                "shipping to {country} is not in the allowed countries"
+            )),
             (false, true) => Err(format!("shipping to {country} is blocked")),
             _ => Ok(format!("shipping to {country} is permitted")),
         }
@@ -166,11 +186,22 @@ impl Rule for MaxPurchasesPerCustomer {
     fn evaluate(&self, _: &Purchase, facts: &Facts) -> Result<String, String> {
         let since = Utc::now() - Duration::hours(i64::from(self.0.window_hours));
         // This purchase counts too.
-        let count = facts.recent_purchases.iter().filter(|at| **at >= since).count() + 1;
+        let count = facts
+            .recent_purchases
+            .iter()
+            .filter(|at| **at >= since)
+            .count()
+            + 1;
         if count > self.0.max as usize {
-            Err(format!("{count} purchases in {} hours exceed the maximum of {}", self.0.window_hours, self.0.max))
+            Err(format!(
+                "{count} purchases in {} hours exceed the maximum of {}",
+                self.0.window_hours, self.0.max
+            ))
         } else {
-            Ok(format!("{count} purchases in {} hours, at most {}", self.0.window_hours, self.0.max))
+            Ok(format!(
+                "{count} purchases in {} hours, at most {}",
+                self.0.window_hours, self.0.max
+            ))
         }
     }
 
@@ -206,10 +237,17 @@ pub const RULE_IDS: [&str; 8] = [
     "manual-review",
 ];
 
-fn parse<T: DeserializeOwned>(field: &str, parameters: Map<String, Value>) -> Result<T, Vec<FieldProblem>> {
+fn parse<T: DeserializeOwned>(
+    field: &str,
+    parameters: Map<String, Value>,
+) -> Result<T, Vec<FieldProblem>> {
     serde_path_to_error::deserialize(Value::Object(parameters)).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { field.to_owned() } else { format!("{field}.{path}") };
+        let field = if path == "." {
+            field.to_owned()
+        } else {
+            format!("{field}.{path}")
+        };
         vec![FieldProblem::new(field, e.into_inner().to_string())]
     })
 }
@@ -222,24 +260,44 @@ fn positive(field: &str, value: u32) -> Result<u32, Vec<FieldProblem>> {
     }
 }
 
-fn build_rule(id: &str, field: &str, parameters: Map<String, Value>) -> Result<Box<dyn Rule>, Vec<FieldProblem>> {
+fn build_rule(
+    id: &str,
+    field: &str,
+    parameters: Map<String, Value>,
+) -> Result<Box<dyn Rule>, Vec<FieldProblem>> {
     let max_field = format!("{field}.max");
     Ok(match id {
-        "max-quantity" => Box::new(MaxQuantity(positive(&max_field, parse::<Max>(field, parameters)?.max)?)),
-        "max-total-items" => Box::new(MaxTotalItems(positive(&max_field, parse::<Max>(field, parameters)?.max)?)),
+        "max-quantity" => Box::new(MaxQuantity(positive(
+            &max_field,
+            parse::<Max>(field, parameters)?.max,
+        )?)),
+        "max-total-items" => Box::new(MaxTotalItems(positive(
+            &max_field,
+            parse::<Max>(field, parameters)?.max,
+        )?)),
         "min-order-value" | "max-order-value" => {
             let limit: Money = parse(field, parameters)?;
             let mut problems = Vec::new();
             if limit.amount < 0 {
-                problems.push(FieldProblem::new(format!("{field}.amount"), "must not be negative"));
+                problems.push(FieldProblem::new(
+                    format!("{field}.amount"),
+                    "must not be negative",
+                ));
             }
-            if limit.currency.len() != 3 || !limit.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-                problems.push(FieldProblem::new(format!("{field}.currency"), "must be an ISO 4217 code such as EUR"));
+            if limit.currency.len() != 3 || !limit.currency.bytes().all(|b| b.is_ascii_uppercase())
+            {
+                problems.push(FieldProblem::new(
+                    format!("{field}.currency"),
+                    "must be an ISO 4217 code such as EUR",
+                ));
             }
             if !problems.is_empty() {
                 return Err(problems);
             }
-            Box::new(OrderValue { limit, minimum: id == "min-order-value" })
+            Box::new(OrderValue {
+                limit,
+                minimum: id == "min-order-value",
+            })
         }
         "allowed-countries" | "blocked-countries" => {
             let Countries { countries } = parse(field, parameters)?;
@@ -247,36 +305,56 @@ fn build_rule(id: &str, field: &str, parameters: Map<String, Value>) -> Result<B
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| !is_iso_country(c))
-                .map(|(i, c)| FieldProblem::new(format!("{field}.countries[{i}]"), format!("{c:?} is not an ISO 3166-1 alpha-2 code")))
+                .map(|(i, c)| {
+                    FieldProblem::new(
+                        format!("{field}.countries[{i}]"),
+                        format!("{c:?} is not an ISO 3166-1 alpha-2 code"),
+                    )
+                })
                 .collect();
             if countries.is_empty() {
-                problems.push(FieldProblem::new(format!("{field}.countries"), "must list at least one country"));
+                problems.push(FieldProblem::new(
+                    format!("{field}.countries"),
+                    "must list at least one country",
+                ));
             }
             if !problems.is_empty() {
                 return Err(problems);
             }
-            Box::new(CountryList { countries, allowed: id == "allowed-countries" })
+            Box::new(CountryList {
+                countries,
+                allowed: id == "allowed-countries",
+            })
         }
         "max-purchases-per-customer" => {
             let params: PerCustomer = parse(field, parameters)?;
             positive(&max_field, params.max)?;
             positive(&format!("{field}.windowHours"), params.window_hours)?;
             if params.window_hours > 24 * 366 {
-                return Err(vec![FieldProblem::new(format!("{field}.windowHours"), "must be at most 8784 (one year)")]);
+                return Err(vec![FieldProblem::new(
+                    format!("{field}.windowHours"),
+                    "must be at most 8784 (one year)",
+                )]);
             }
             Box::new(MaxPurchasesPerCustomer(params))
         }
         "manual-review" => {
             let Reason { reason } = parse(field, parameters)?;
             if reason.trim().is_empty() || reason.len() > 500 {
-                return Err(vec![FieldProblem::new(format!("{field}.reason"), "must be 1 to 500 characters")]);
+                return Err(vec![FieldProblem::new(
+                    format!("{field}.reason"),
+                    "must be 1 to 500 characters",
+                )]);
             }
             Box::new(ManualReview(reason))
         }
         other => {
             return Err(vec![FieldProblem::new(
                 field.replace(".parameters", ".id"),
-                format!("unknown rule {other:?}; known rules: {}", RULE_IDS.join(", ")),
+                format!(
+                    "unknown rule {other:?}; known rules: {}",
+                    RULE_IDS.join(", ")
+                ),
             )]);
         }
     })
@@ -326,17 +404,32 @@ impl RuleSet {
             return Err(ApiError::invalid(field, "must contain at least one rule"));
         }
         if requests.len() > MAX_RULES {
-            return Err(ApiError::invalid(field, format!("must contain at most {MAX_RULES} rules")));
+            return Err(ApiError::invalid(
+                field,
+                format!("must contain at most {MAX_RULES} rules"),
+            ));
         }
         let mut problems = Vec::new();
         let mut rules = Vec::new();
         for (index, request) in requests.iter().enumerate() {
-            let Some(id) = request.id.as_deref().map(str::trim).filter(|id| !id.is_empty()) else {
-                problems.push(FieldProblem::new(format!("{field}[{index}].id"), "is required"));
+            let Some(id) = request
+                .id
+                .as_deref()
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+            else {
+                problems.push(FieldProblem::new(
+                    format!("{field}[{index}].id"),
+                    "is required",
+                ));
                 continue;
             };
             let params_field = format!("{field}[{index}].parameters");
-            let mut parameters = match request.parameters.clone().unwrap_or(Value::Object(Map::new())) {
+            let mut parameters = match request
+                .parameters
+                .clone()
+                .unwrap_or(Value::Object(Map::new()))
+            {
                 Value::Object(map) => map,
                 _ => {
                     problems.push(FieldProblem::new(params_field, "must be an object"));
@@ -358,15 +451,27 @@ impl RuleSet {
             };
             let recorded = Value::Object(parameters.clone());
             match build_rule(id, &params_field, parameters) {
-                Ok(rule) => rules.push(ConfiguredRule { id: id.to_owned(), parameters: recorded, on_violation, rule }),
+                Ok(rule) => rules.push(ConfiguredRule {
+                    id: id.to_owned(),
+                    parameters: recorded,
+                    on_violation,
+                    rule,
+                }),
                 Err(mut found) => problems.append(&mut found),
             }
         }
-        if problems.is_empty() { Ok(RuleSet { rules }) } else { Err(ApiError::Validation(problems)) }
+        if problems.is_empty() {
+            Ok(RuleSet { rules })
+        } else {
+            Err(ApiError::Validation(problems))
+        }
     }
 
     fn history_window(&self) -> Option<Duration> {
-        self.rules.iter().filter_map(|r| r.rule.history_window()).max()
+        self.rules
+            .iter()
+            .filter_map(|r| r.rule.history_window())
+            .max()
     }
 
     pub fn evaluate(&self, purchase: &Purchase, facts: &Facts, evaluated_by: &str) -> Evaluation {
@@ -395,7 +500,11 @@ impl RuleSet {
 }
 
 /// Loads what the rule set needs from the store (only what it needs).
-pub async fn gather_facts(store: &dyn PurchaseStore, rules: &RuleSet, purchase: &Purchase) -> Result<Facts, ApiError> {
+pub async fn gather_facts(
+    store: &dyn PurchaseStore,
+    rules: &RuleSet,
+    purchase: &Purchase,
+) -> Result<Facts, ApiError> {
     let Some(window) = rules.history_window() else {
         return Ok(Facts::default());
     };
@@ -416,7 +525,10 @@ pub async fn gather_facts(store: &dyn PurchaseStore, rules: &RuleSet, purchase: 
                 break;
             }
             let counts = other.purchase_id != purchase.purchase_id
-                && !matches!(other.status, PurchaseStatus::Failed | PurchaseStatus::Cancelled | PurchaseStatus::Rejected);
+                && !matches!(
+                    other.status,
+                    PurchaseStatus::Failed | PurchaseStatus::Cancelled | PurchaseStatus::Rejected
+                );
             if counts {
                 facts.recent_purchases.push(other.created_at);
             }
@@ -466,14 +578,20 @@ impl Evaluation {
             Some(next) => purchase.move_to(next)?,
             None => {}
         }
-        let outcome = self.verdict().map(PurchaseStatus::as_str).unwrap_or("PASSED");
+        let outcome = self
+            .verdict()
+            .map(PurchaseStatus::as_str)
+            .unwrap_or("PASSED");
         purchase.record("ApplyRules", outcome, Some(self.message()));
         Ok(())
     }
 
     pub fn message(&self) -> String {
         let describe = |list: Vec<&RuleResult>| {
-            list.iter().map(|r| format!("{} ({})", r.rule_id, r.reason)).collect::<Vec<_>>().join("; ")
+            list.iter()
+                .map(|r| format!("{} ({})", r.rule_id, r.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
         };
         let rejected = self.violations(OnViolation::Reject);
         let held = self.violations(OnViolation::Hold);

@@ -17,6 +17,7 @@ use crate::model::{
 use crate::payment::{CaptureRequest, PaymentError, PaymentGateway, RefundOutcome};
 use crate::provisioning::{Provisioner, ProvisioningError};
 use crate::store::{Inventory, PurchaseStore, StoreError};
+use crate::workflow::{Workflow, review_decision};
 
 /// A step's failure, reaching Step Functions as `errorType`.
 ///
@@ -33,6 +34,13 @@ pub enum StepError {
     /// The purchase was cancelled or rejected while the workflow ran.
     #[error("purchase {0} was cancelled")]
     PurchaseCancelled(String),
+    /// The purchase is `ON_HOLD`: the definition parks the workflow in
+    /// `AwaitReview` until an admin approves or rejects it.
+    #[error("purchase {0} is on hold for review")]
+    PurchaseOnHold(String),
+    /// An admin rejected the held purchase (sent as a task failure).
+    #[error("purchase {0} was rejected on review")]
+    PurchaseRejected(String),
     #[error("purchase {0} not found")]
     PurchaseNotFound(String),
     /// The step input is not what the definition promises (a bug).
@@ -47,11 +55,13 @@ pub enum StepError {
 
 impl StepError {
     /// Every `errorType` a step can raise.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 10] = [
         "OutOfStock",
         "PaymentDeclined",
         "ProvisioningFailed",
         "PurchaseCancelled",
+        "PurchaseOnHold",
+        "PurchaseRejected",
         "PurchaseNotFound",
         "InvalidInput",
         "Transient",
@@ -65,6 +75,8 @@ impl StepError {
             StepError::PaymentDeclined(_) => "PaymentDeclined",
             StepError::ProvisioningFailed(_) => "ProvisioningFailed",
             StepError::PurchaseCancelled(_) => "PurchaseCancelled",
+            StepError::PurchaseOnHold(_) => "PurchaseOnHold",
+            StepError::PurchaseRejected(_) => "PurchaseRejected",
             StepError::PurchaseNotFound(_) => "PurchaseNotFound",
             StepError::InvalidInput(_) => "InvalidInput",
             StepError::Transient(_) => "Transient",
@@ -100,16 +112,18 @@ pub enum Step {
     RefundPayment,
     ReleaseStock,
     FinalizePurchase,
+    AwaitReview,
 }
 
 impl Step {
-    pub const ALL: [Step; 6] = [
+    pub const ALL: [Step; 7] = [
         Step::ReserveStock,
         Step::CapturePayment,
         Step::ProvisionProducts,
         Step::RefundPayment,
         Step::ReleaseStock,
         Step::FinalizePurchase,
+        Step::AwaitReview,
     ];
 
     /// The state name in the definition, and the timeline's `step`.
@@ -121,6 +135,7 @@ impl Step {
             Step::RefundPayment => "RefundPayment",
             Step::ReleaseStock => "ReleaseStock",
             Step::FinalizePurchase => "FinalizePurchase",
+            Step::AwaitReview => "AwaitReview",
         }
     }
 
@@ -132,6 +147,7 @@ impl Step {
             Step::RefundPayment => "refund-payment",
             Step::ReleaseStock => "release-stock",
             Step::FinalizePurchase => "finalize-purchase",
+            Step::AwaitReview => "await-review",
         }
     }
 
@@ -141,10 +157,20 @@ impl Step {
     }
 
     pub fn from_function_name(name: &str) -> Option<Step> {
-        Step::ALL.into_iter().find(|step| step.function_name() == name)
+        Step::ALL
+            .into_iter()
+            .find(|step| step.function_name() == name)
     }
 
     pub async fn run(self, deps: &StepDeps, input: Value) -> Result<Value, StepError> {
+        // `AwaitReview` is invoked through `lambda:invoke.waitForTaskToken`,
+        // whose Parameters wrap the input in `Payload`; accept both shapes.
+        let input = match input {
+            Value::Object(mut map) if map.contains_key("Payload") => {
+                map.remove("Payload").unwrap_or(Value::Null)
+            }
+            other => other,
+        };
         let input: StepInput =
             serde_json::from_value(input).map_err(|e| StepError::InvalidInput(e.to_string()))?;
         let id = input.purchase_id.as_str();
@@ -161,6 +187,12 @@ impl Step {
                     StepError::InvalidInput("FinalizePurchase needs `outcome`".into())
                 })?;
                 finalize_purchase(deps, id, &outcome).await
+            }
+            Step::AwaitReview => {
+                let token = input.task_token.ok_or_else(|| {
+                    StepError::InvalidInput("AwaitReview needs `taskToken`".into())
+                })?;
+                await_review(deps, id, &token).await
             }
         };
         match &result {
@@ -179,6 +211,8 @@ struct StepInput {
     purchase_id: String,
     #[serde(default)]
     outcome: Option<Outcome>,
+    #[serde(default)]
+    task_token: Option<String>,
 }
 
 /// How a purchase ends when the workflow does not complete it. Set by the
@@ -202,6 +236,8 @@ pub struct StepDeps {
     pub inventory: Arc<dyn Inventory>,
     pub payments: Arc<dyn PaymentGateway>,
     pub provisioning: Arc<dyn Provisioner>,
+    /// For `AwaitReview`, which may have to complete its own task token.
+    pub workflow: Arc<dyn Workflow>,
 }
 
 /// Reads the purchase, applies `change`, and writes it back conditionally on
@@ -244,24 +280,46 @@ async fn load(deps: &StepDeps, id: &str) -> Result<Purchase, StepError> {
         .ok_or_else(|| StepError::PurchaseNotFound(id.to_owned()))
 }
 
-/// Cancelled and rejected purchases stop the forward path: the definition
-/// catches `PurchaseCancelled` and compensates.
-fn ensure_not_stopped(purchase: &Purchase) -> Result<(), StepError> {
+/// Cancelled and rejected purchases stop the forward path (the definition
+/// catches `PurchaseCancelled` and compensates); held ones park it in
+/// `AwaitReview` (`PurchaseOnHold`).
+fn ensure_running(purchase: &Purchase) -> Result<(), StepError> {
+    let id = purchase.purchase_id.clone();
     match purchase.status {
         PurchaseStatus::Cancelled | PurchaseStatus::Rejected => {
-            Err(StepError::PurchaseCancelled(purchase.purchase_id.clone()))
+            Err(StepError::PurchaseCancelled(id))
         }
+        PurchaseStatus::OnHold => Err(StepError::PurchaseOnHold(id)),
         _ => Ok(()),
     }
 }
 
 fn is_stopped(purchase: &Purchase) -> bool {
-    ensure_not_stopped(purchase).is_err()
+    matches!(
+        purchase.status,
+        PurchaseStatus::Cancelled | PurchaseStatus::Rejected
+    )
+}
+
+/// Records that the forward path got to `next`. A purchase put on hold
+/// meanwhile stays on hold but will resume at `next` when approved; a
+/// cancelled one stays cancelled (the compensation undoes the step).
+fn advance(purchase: &mut Purchase, next: PurchaseStatus) -> Result<(), StepError> {
+    match purchase.status {
+        PurchaseStatus::OnHold => {
+            purchase.held_from = Some(next);
+            Ok(())
+        }
+        _ if is_stopped(purchase) => Ok(()),
+        _ => purchase
+            .move_to(next)
+            .map_err(|e| StepError::Internal(e.to_string())),
+    }
 }
 
 async fn reserve_stock(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, StepError> {
     let purchase = load(deps, id).await?;
-    ensure_not_stopped(&purchase)?;
+    ensure_running(&purchase)?;
     if purchase.status != PurchaseStatus::Pending {
         // Already past this step: a retry after a write we did not see succeed.
         return Ok(purchase.status);
@@ -287,7 +345,9 @@ async fn reserve_stock(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, Step
                 Ok::<_, StepError>(true)
             })
             .await?;
-            return Err(StepError::OutOfStock(format!("not enough stock of {detail}")));
+            return Err(StepError::OutOfStock(format!(
+                "not enough stock of {detail}"
+            )));
         }
         Err(other) => return Err(other.into()),
     }
@@ -296,22 +356,19 @@ async fn reserve_stock(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, Step
             line.status = LineStatus::Reserved;
         }
         p.record("ReserveStock", "SUCCEEDED", None);
-        if p.status == PurchaseStatus::Pending {
-            p.move_to(PurchaseStatus::Reserved)
-                .map_err(|e| StepError::Internal(e.to_string()))?;
-        }
+        advance(p, PurchaseStatus::Reserved)?;
         Ok::<_, StepError>(true)
     })
     .await?;
     // Cancelled while we reserved: the stock is recorded as held, so the
     // compensation path releases it.
-    ensure_not_stopped(&purchase)?;
+    ensure_running(&purchase)?;
     Ok(purchase.status)
 }
 
 async fn capture_payment(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, StepError> {
     let purchase = load(deps, id).await?;
-    ensure_not_stopped(&purchase)?;
+    ensure_running(&purchase)?;
     if purchase.payment_status == PaymentStatus::Captured {
         return Ok(purchase.status);
     }
@@ -328,16 +385,13 @@ async fn capture_payment(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, St
                 p.payment_status = PaymentStatus::Captured;
                 p.payment_reference = Some(capture.payment_reference.clone());
                 p.record("CapturePayment", "SUCCEEDED", None);
-                // A purchase cancelled meanwhile stays cancelled, but records
-                // the capture so the compensation refunds it.
-                if !is_stopped(p) {
-                    p.move_to(PurchaseStatus::Paid)
-                        .map_err(|e| StepError::Internal(e.to_string()))?;
-                }
+                // A purchase cancelled meanwhile records the capture too, so
+                // the compensation refunds it.
+                advance(p, PurchaseStatus::Paid)?;
                 Ok::<_, StepError>(true)
             })
             .await?;
-            ensure_not_stopped(&purchase)?;
+            ensure_running(&purchase)?;
             Ok(purchase.status)
         }
         Err(PaymentError::Declined(reason)) => {
@@ -363,7 +417,7 @@ async fn capture_payment(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, St
 
 async fn provision_products(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, StepError> {
     let purchase = load(deps, id).await?;
-    ensure_not_stopped(&purchase)?;
+    ensure_running(&purchase)?;
     if purchase.status == PurchaseStatus::Completed {
         return Ok(purchase.status);
     }
@@ -386,7 +440,9 @@ async fn provision_products(deps: &StepDeps, id: &str) -> Result<PurchaseStatus,
         }
     }
     let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| {
-        if is_stopped(p) {
+        if p.status != PurchaseStatus::Paid {
+            // Cancelled or held while provisioning: leave the decision to
+            // the compensation or the review (provisioning is idempotent).
             return Ok(false);
         }
         for line in &mut p.products {
@@ -398,12 +454,11 @@ async fn provision_products(deps: &StepDeps, id: &str) -> Result<PurchaseStatus,
             ShippingStatus::NotRequired
         };
         p.record("ProvisionProducts", "SUCCEEDED", None);
-        p.move_to(PurchaseStatus::Completed)
-            .map_err(|e| StepError::Internal(e.to_string()))?;
+        advance(p, PurchaseStatus::Completed)?;
         Ok::<_, StepError>(true)
     })
     .await?;
-    ensure_not_stopped(&purchase)?;
+    ensure_running(&purchase)?;
     Ok(purchase.status)
 }
 
@@ -418,11 +473,15 @@ async fn refund_payment(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, Ste
     ) {
         return Ok(purchase.status);
     }
-    let outcome = deps.payments.refund(id).await.map_err(|error| match error {
-        PaymentError::Transient(reason) | PaymentError::Declined(reason) => {
-            StepError::Transient(reason)
-        }
-    })?;
+    let outcome = deps
+        .payments
+        .refund(id)
+        .await
+        .map_err(|error| match error {
+            PaymentError::Transient(reason) | PaymentError::Declined(reason) => {
+                StepError::Transient(reason)
+            }
+        })?;
     let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| match outcome {
         RefundOutcome::Refunded => {
             p.payment_status = PaymentStatus::Refunded;
@@ -446,7 +505,11 @@ async fn release_stock(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, Step
     let released = deps.inventory.release_stock(id).await?;
     let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| {
         let mut changed = false;
-        for line in p.products.iter_mut().filter(|l| l.status == LineStatus::Reserved) {
+        for line in p
+            .products
+            .iter_mut()
+            .filter(|l| l.status == LineStatus::Reserved)
+        {
             line.status = LineStatus::Released;
             changed = true;
         }
@@ -460,7 +523,11 @@ async fn release_stock(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, Step
     Ok(purchase.status)
 }
 
-async fn finalize_purchase(deps: &StepDeps, id: &str, outcome: &Outcome) -> Result<PurchaseStatus, StepError> {
+async fn finalize_purchase(
+    deps: &StepDeps,
+    id: &str,
+    outcome: &Outcome,
+) -> Result<PurchaseStatus, StepError> {
     let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| {
         if p.status.is_terminal() && p.timeline.iter().any(|e| e.step == "FinalizePurchase") {
             return Ok(false); // finalized by an earlier attempt
@@ -471,7 +538,11 @@ async fn finalize_purchase(deps: &StepDeps, id: &str, outcome: &Outcome) -> Resu
             p.move_to(outcome.status)
                 .map_err(|e| StepError::Internal(e.to_string()))?;
             if outcome.status == PurchaseStatus::Failed {
-                p.failure_reason = Some(outcome.failure_reason.unwrap_or(FailureReason::InternalError));
+                p.failure_reason = Some(
+                    outcome
+                        .failure_reason
+                        .unwrap_or(FailureReason::InternalError),
+                );
             }
         }
         if outcome.refund_failed {
@@ -483,7 +554,11 @@ async fn finalize_purchase(deps: &StepDeps, id: &str, outcome: &Outcome) -> Resu
         if p.payment_status == PaymentStatus::Pending {
             p.payment_status = PaymentStatus::NotCharged;
         }
-        for line in p.products.iter_mut().filter(|l| l.status == LineStatus::Pending) {
+        for line in p
+            .products
+            .iter_mut()
+            .filter(|l| l.status == LineStatus::Pending)
+        {
             line.status = LineStatus::Cancelled;
         }
         if p.shipping_status == ShippingStatus::Pending {
@@ -499,5 +574,29 @@ async fn finalize_purchase(deps: &StepDeps, id: &str, outcome: &Outcome) -> Resu
         Ok::<_, StepError>(true)
     })
     .await?;
+    Ok(purchase.status)
+}
+
+/// Parks the workflow while the purchase is `ON_HOLD`: stores the task token
+/// so the review endpoint can resume (approve) or fail (reject) the task. If
+/// the review already happened before the token was stored, completes the
+/// token itself with that decision.
+async fn await_review(deps: &StepDeps, id: &str, token: &str) -> Result<PurchaseStatus, StepError> {
+    let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| {
+        if p.status != PurchaseStatus::OnHold || p.review_token.as_deref() == Some(token) {
+            return Ok::<_, StepError>(false);
+        }
+        p.review_token = Some(token.to_owned());
+        p.record("AwaitReview", "WAITING", None);
+        Ok(true)
+    })
+    .await?;
+    if purchase.status != PurchaseStatus::OnHold {
+        let sent = match review_decision(&purchase) {
+            Ok(output) => deps.workflow.send_task_success(token, output).await,
+            Err((error, cause)) => deps.workflow.send_task_failure(token, error, &cause).await,
+        };
+        sent.map_err(|e| StepError::Transient(e.to_string()))?;
+    }
     Ok(purchase.status)
 }

@@ -71,9 +71,62 @@ pub trait Inventory: Send + Sync {
 
     /// Holds stock for every line of a purchase, all or nothing, never
     /// overselling. Idempotent: a second call for the same purchase is a no-op.
-    async fn reserve_stock(&self, purchase_id: &str, lines: &[(String, u32)]) -> Result<(), StoreError>;
+    async fn reserve_stock(
+        &self,
+        purchase_id: &str,
+        lines: &[(String, u32)],
+    ) -> Result<(), StoreError>;
 
     /// Gives back what `reserve_stock` held for this purchase. Idempotent;
     /// returns whether anything was released by this call.
     async fn release_stock(&self, purchase_id: &str) -> Result<bool, StoreError>;
+}
+
+/// What a finished request answered, replayed for a retry with the same key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredResponse {
+    pub status_code: u16,
+    pub body: String,
+}
+
+/// One `Idempotency-Key`: the request that claimed it and, once it finished,
+/// its response. Serialised with the same camelCase names in both stores;
+/// `expiresAt` is epoch seconds because DynamoDB's TTL only reads numbers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdempotencyRecord {
+    pub idempotency_key: String,
+    /// A digest of the request, so reusing the key for a different request
+    /// can be told apart from a retry.
+    pub fingerprint: String,
+    /// `None` while the first request is still in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<StoredResponse>,
+    #[serde(with = "chrono::serde::ts_seconds")]
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Idempotency records with an expiry. An expired record is treated as
+/// absent by every method, whether or not the store has deleted it yet
+/// (DynamoDB's TTL deletes lazily, up to days later).
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims `record.idempotency_key` unless a live record holds it.
+    /// `Ok(None)` when this call claimed the key; `Ok(Some(existing))` otherwise.
+    async fn put_if_absent(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// The live record for `key`, if any.
+    async fn get(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Stores the response of the request that claimed `key`; `NotFound` if
+    /// no live record holds it.
+    async fn complete(&self, key: &str, response: &StoredResponse) -> Result<(), StoreError>;
+
+    /// Frees `key` so a retry can run again (the claiming request failed
+    /// without side effects). Removing an absent key is not an error.
+    async fn remove(&self, key: &str) -> Result<(), StoreError>;
 }

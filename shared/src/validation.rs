@@ -97,7 +97,10 @@ pub struct PurchaseChanges {
 
 /// Checks the content type and size, then deserialises, naming the field of
 /// any shape error (`products[0].quantity: invalid type ...`).
-pub fn parse_json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -118,9 +121,15 @@ pub fn parse_json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) ->
     let deserializer = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
         let inner = error.into_inner();
-        let problem = if inner.is_syntax() || inner.is_eof() {
+        // Broken JSON is a problem of the whole body, wherever the parser stopped.
+        let malformed = inner.is_syntax() || inner.is_eof();
+        let field = if path == "." || malformed {
+            "body".to_owned()
+        } else {
+            path
+        };
+        let problem = if malformed {
             format!("malformed JSON: {inner}")
         } else {
             inner.to_string()
@@ -170,7 +179,10 @@ impl Problems {
     }
 }
 
-fn validate_products(problems: &mut Problems, products: Option<&Vec<ProductRequest>>) -> Vec<RequestedLine> {
+fn validate_products(
+    problems: &mut Problems,
+    products: Option<&Vec<ProductRequest>>,
+) -> Vec<RequestedLine> {
     let Some(products) = products else {
         problems.add("products", "is required");
         return Vec::new();
@@ -191,7 +203,10 @@ fn validate_products(problems: &mut Problems, products: Option<&Vec<ProductReque
         let id_field = format!("products[{index}].id");
         let id = problems.text(&id_field, product.id.as_ref(), limits::MAX_ID_CHARS);
         if !id.is_empty() && !seen.insert(id.clone()) {
-            problems.add(&id_field, format!("duplicate product id {id:?}; combine the quantities"));
+            problems.add(
+                &id_field,
+                format!("duplicate product id {id:?}; combine the quantities"),
+            );
         }
         let quantity_field = format!("products[{index}].quantity");
         let quantity = match product.quantity {
@@ -217,7 +232,10 @@ fn validate_products(problems: &mut Problems, products: Option<&Vec<ProductReque
     lines
 }
 
-fn validate_address(problems: &mut Problems, address: Option<&ShippingAddressRequest>) -> ShippingAddress {
+fn validate_address(
+    problems: &mut Problems,
+    address: Option<&ShippingAddressRequest>,
+) -> ShippingAddress {
     let Some(address) = address else {
         problems.add("shippingAddress", "is required");
         return ShippingAddress {
@@ -228,13 +246,21 @@ fn validate_address(problems: &mut Problems, address: Option<&ShippingAddressReq
             postal_code: String::new(),
         };
     };
-    let name = problems.text("shippingAddress.name", address.name.as_ref(), limits::MAX_NAME_CHARS);
+    let name = problems.text(
+        "shippingAddress.name",
+        address.name.as_ref(),
+        limits::MAX_NAME_CHARS,
+    );
     let street = problems.text(
         "shippingAddress.address",
         address.address.as_ref(),
         limits::MAX_ADDRESS_CHARS,
     );
-    let city = problems.text("shippingAddress.city", address.city.as_ref(), limits::MAX_CITY_CHARS);
+    let city = problems.text(
+        "shippingAddress.city",
+        address.city.as_ref(),
+        limits::MAX_CITY_CHARS,
+    );
     let country = problems.text("shippingAddress.country", address.country.as_ref(), 2);
     if !country.is_empty() && !is_iso_country(&country) {
         problems.add(
@@ -308,7 +334,10 @@ impl UpdatePurchaseRequest {
     pub fn validate(&self) -> Result<PurchaseChanges, ApiError> {
         let mut problems = Problems::default();
         if self.products.is_none() && self.shipping_address.is_none() {
-            problems.add("body", "must change at least one of products, shippingAddress");
+            problems.add(
+                "body",
+                "must change at least one of products, shippingAddress",
+            );
         }
         let products = self
             .products
@@ -364,7 +393,9 @@ pub fn price_lines(
             kind: product.kind,
         });
     }
-    let currency = currency.map(|(_, code)| code.to_owned()).unwrap_or_default();
+    let currency = currency
+        .map(|(_, code)| code.to_owned())
+        .unwrap_or_default();
     problems.finish((lines, currency, total))
 }
 
@@ -387,7 +418,10 @@ mod tests {
 
     fn json_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers
     }
 
@@ -425,22 +459,36 @@ mod tests {
             ("products", json!([])),
             ("products[0].quantity", json!([{"id": "a", "quantity": 0}])),
             ("products[0].quantity", json!([{"id": "a", "quantity": -3}])),
-            ("products[0].quantity", json!([{"id": "a", "quantity": 1001}])),
+            (
+                "products[0].quantity",
+                json!([{"id": "a", "quantity": 1001}]),
+            ),
             ("products[0].quantity", json!([{"id": "a"}])),
             ("products[0].id", json!([{"id": "  ", "quantity": 1}])),
-            ("products[1].id", json!([{"id": "a", "quantity": 1}, {"id": "a", "quantity": 2}])),
+            (
+                "products[1].id",
+                json!([{"id": "a", "quantity": 1}, {"id": "a", "quantity": 2}]),
+            ),
         ];
         for (field, products) in cases {
             let mut body = valid_body();
             body["products"] = products.clone();
-            assert_eq!(fields(body), vec![field.to_owned()], "products = {products}");
+            assert_eq!(
+                fields(body),
+                vec![field.to_owned()],
+                "products = {products}"
+            );
         }
     }
 
     #[test]
     fn too_many_products_is_refused() {
         let mut body = valid_body();
-        body["products"] = json!((0..51).map(|i| json!({"id": format!("p{i}"), "quantity": 1})).collect::<Vec<_>>());
+        body["products"] = json!(
+            (0..51)
+                .map(|i| json!({"id": format!("p{i}"), "quantity": 1}))
+                .collect::<Vec<_>>()
+        );
         assert_eq!(fields(body), vec!["products"]);
     }
 
@@ -451,7 +499,10 @@ mod tests {
             body["shippingAddress"][field] = json!("");
             assert_eq!(fields(body), vec![format!("shippingAddress.{field}")]);
             let mut body = valid_body();
-            body["shippingAddress"].as_object_mut().unwrap().remove(field);
+            body["shippingAddress"]
+                .as_object_mut()
+                .unwrap()
+                .remove(field);
             assert_eq!(fields(body), vec![format!("shippingAddress.{field}")]);
         }
         for country in ["XX", "de", "DEU", "Germany"] {
@@ -463,7 +514,12 @@ mod tests {
 
     #[test]
     fn missing_sections_are_named() {
-        for field in ["customerId", "products", "paymentDetails", "shippingAddress"] {
+        for field in [
+            "customerId",
+            "products",
+            "paymentDetails",
+            "shippingAddress",
+        ] {
             let mut body = valid_body();
             body.as_object_mut().unwrap().remove(field);
             assert_eq!(fields(body), vec![field.to_owned()]);
@@ -488,8 +544,11 @@ mod tests {
 
     #[test]
     fn malformed_json_wrong_content_type_and_oversized_body() {
-        let err = parse_json_body::<CreatePurchaseRequest>(&json_headers(), b"{\"customerId\": ").unwrap_err();
-        assert!(matches!(&err, ApiError::Validation(p) if p[0].problem.starts_with("malformed JSON")));
+        let err = parse_json_body::<CreatePurchaseRequest>(&json_headers(), b"{\"customerId\": ")
+            .unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Validation(p) if p[0].problem.starts_with("malformed JSON"))
+        );
 
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -515,9 +574,18 @@ mod tests {
     #[test]
     fn pricing_refuses_unknown_ids_and_mixed_currencies() {
         let requested = vec![
-            RequestedLine { id: "a".into(), quantity: 2 },
-            RequestedLine { id: "b".into(), quantity: 1 },
-            RequestedLine { id: "nope".into(), quantity: 1 },
+            RequestedLine {
+                id: "a".into(),
+                quantity: 2,
+            },
+            RequestedLine {
+                id: "b".into(),
+                quantity: 1,
+            },
+            RequestedLine {
+                id: "nope".into(),
+                quantity: 1,
+            },
         ];
         let catalog = vec![product("a", "EUR"), product("b", "USD")];
         let Err(ApiError::Validation(problems)) = price_lines(&requested, &catalog) else {

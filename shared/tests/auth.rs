@@ -2,7 +2,7 @@
 //! a JWKS served on 127.0.0.1 by the test itself, and HS256 with a shared
 //! secret. Keys are generated at run time; no private key is in the repo.
 
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -190,13 +190,18 @@ fn assert_unavailable(result: Result<Caller, ApiError>, case: &str) {
 // ---------------------------------------------------------------- JWKS server
 
 /// A minimal HTTP/1.1 server on 127.0.0.1 answering every request with the
-/// current body and status, counting requests.
+/// current body and status (after an optional delay), counting requests.
 struct JwksServer {
     url: String,
-    hits: Arc<AtomicUsize>,
-    body: Arc<Mutex<String>>,
-    status: Arc<AtomicU16>,
+    state: Arc<ServerState>,
     task: tokio::task::JoinHandle<()>,
+}
+
+struct ServerState {
+    hits: AtomicUsize,
+    body: Mutex<String>,
+    status: AtomicU16,
+    delay_ms: AtomicU64,
 }
 
 impl JwksServer {
@@ -206,61 +211,59 @@ impl JwksServer {
             "http://{}/.well-known/jwks.json",
             listener.local_addr().unwrap()
         );
-        let hits = Arc::new(AtomicUsize::new(0));
-        let body = Arc::new(Mutex::new(body.to_string()));
-        let status = Arc::new(AtomicU16::new(200));
-        let task = tokio::spawn({
-            let (hits, body, status) = (hits.clone(), body.clone(), status.clone());
-            async move {
-                loop {
-                    let Ok((mut socket, _)) = listener.accept().await else {
-                        return;
-                    };
-                    let (hits, body, status) = (hits.clone(), body.clone(), status.clone());
-                    tokio::spawn(async move {
-                        let mut request = Vec::new();
-                        let mut buffer = [0u8; 1024];
-                        while !request.windows(4).any(|window| window == b"\r\n\r\n")
-                            && request.len() < 16 * 1024
-                        {
-                            match socket.read(&mut buffer).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(read) => request.extend_from_slice(&buffer[..read]),
-                            }
-                        }
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        let body = body.lock().unwrap().clone();
-                        let response = format!(
-                            "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            status.load(Ordering::SeqCst),
-                            body.len()
-                        );
-                        let _ = socket.write_all(response.as_bytes()).await;
-                        let _ = socket.shutdown().await;
-                    });
-                }
+        let state = Arc::new(ServerState {
+            hits: AtomicUsize::new(0),
+            body: Mutex::new(body.to_string()),
+            status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
+        });
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(answer(socket, shared.clone()));
             }
         });
-        JwksServer {
-            url,
-            hits,
-            body,
-            status,
-            task,
-        }
+        JwksServer { url, state, task }
     }
 
     fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.state.hits.load(Ordering::SeqCst)
     }
 
     fn serve(&self, body: Value) {
-        *self.body.lock().unwrap() = body.to_string();
+        *self.state.body.lock().unwrap() = body.to_string();
     }
 
     fn fail_with(&self, status: u16) {
-        self.status.store(status, Ordering::SeqCst);
+        self.state.status.store(status, Ordering::SeqCst);
     }
+
+    fn delay(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap();
+        self.state.delay_ms.store(millis, Ordering::SeqCst);
+    }
+}
+
+async fn answer(mut socket: tokio::net::TcpStream, state: Arc<ServerState>) {
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !request.windows(4).any(|window| window == b"\r\n\r\n") && request.len() < 16 * 1024 {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => request.extend_from_slice(&buffer[..read]),
+        }
+    }
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    let body = state.body.lock().unwrap().clone();
+    let response = format!(
+        "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        state.status.load(Ordering::SeqCst),
+        body.len()
+    );
+    let _ = socket.write_all(response.as_bytes()).await;
+    let _ = socket.shutdown().await;
 }
 
 impl Drop for JwksServer {
@@ -622,15 +625,16 @@ async fn rate_limit_allows_a_new_fetch_after_the_interval() {
         &claims("c-1"),
         &RSA.encoding,
     );
-    assert_unauthorized(check(&auth, &unknown).await, "unknown kid");
-    assert_unauthorized(check(&auth, &unknown).await, "unknown kid");
-    assert_eq!(server.hits(), 1);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_unauthorized(
-        check(&auth, &unknown).await,
-        "unknown kid after the interval",
-    );
+    // The initial load, then one refetch for the unknown kid, then nothing.
+    for _ in 0..3 {
+        assert_unauthorized(check(&auth, &unknown).await, "unknown kid");
+    }
     assert_eq!(server.hits(), 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..2 {
+        assert_unauthorized(check(&auth, &unknown).await, "after the interval");
+    }
+    assert_eq!(server.hits(), 3);
 }
 
 #[tokio::test]
@@ -684,8 +688,8 @@ async fn jwks_server_down_never_lets_a_token_through() {
     // Rate-limited: answers at once, still never success.
     assert_unavailable(check(&auth, &valid).await, "JWKS unreachable, again");
     assert!(
-        auth.prefetch_keys().await.is_ok(),
-        "prefetch within the interval is a no-op"
+        auth.prefetch_keys().await.is_err(),
+        "prefetch reports that no keys are held"
     );
     // Forged tokens are refused outright, whatever the JWKS's state.
     assert_unauthorized(
@@ -764,6 +768,33 @@ async fn cached_keys_survive_a_failed_refresh_but_unknown_kids_do_not() {
     // The provider recovers; a JWKS that was fetched and lacks the kid is a 401.
     server.fail_with(200);
     assert_unauthorized(check(&auth, &unknown).await, "unknown kid, JWKS up");
+}
+
+#[tokio::test]
+async fn an_expired_set_is_refreshed_by_one_request_while_others_use_it() {
+    let server = JwksServer::start(jwks(&[&RSA])).await;
+    let mut options = options(Duration::ZERO);
+    options.max_age = Duration::from_millis(200);
+    let auth = jwks_auth(&server.url, options);
+    let token = sign(&RSA, &claims("c-1"));
+    check(&auth, &token).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The set is now older than max_age: the next request refreshes it, slowly.
+    server.delay(Duration::from_millis(1500));
+    let refresher = tokio::spawn({
+        let (auth, token) = (auth.clone(), token.clone());
+        async move { check(&auth, &token).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    check(&auth, &token).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "waited {:?} for someone else's refresh",
+        started.elapsed()
+    );
+    refresher.await.unwrap().unwrap();
+    assert_eq!(server.hits(), 2);
 }
 
 #[tokio::test]

@@ -31,8 +31,11 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 ///   or the cache is older than `max_age` (keys withdrawn from the set stop
 ///   working within that time) — but never more often than once per
 ///   `min_refresh_interval`, whatever the tokens say, so forged `kid`s cannot
-///   turn us into a load generator against the identity provider.
-///   Concurrent requests share one fetch.
+///   turn us into a load generator against the identity provider. The
+///   initial load does not count against that limit (a key rotated just
+///   after a cold start is still picked up); until a first load succeeds,
+///   attempts are paced by the same interval. Concurrent requests share one
+///   fetch.
 /// - **A failed fetch never lets a token through.** If the keys we already
 ///   hold include the token's `kid`, they are still used (a key the provider
 ///   once published is as trustworthy after a failed refresh as before it).
@@ -43,7 +46,8 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JwksOptions {
-    /// Minimum time between two fetch attempts, successful or not. Default 30 s.
+    /// Minimum time between two refreshes of a loaded set (successful or
+    /// not), and between two failed attempts at the initial load. Default 30 s.
     pub min_refresh_interval: Duration,
     /// After this long, the next request refreshes the set. Default 1 hour.
     pub max_age: Duration,
@@ -121,9 +125,25 @@ impl KeySet {
 struct CacheState {
     keys: Option<Arc<KeySet>>,
     fetched_at: Option<Instant>,
+    /// Any fetch attempt: paces retries while no key set was ever loaded.
     last_attempt: Option<Instant>,
+    /// Fetch attempts made while a key set was held (unknown `kid`, or
+    /// older than `max_age`): paces refreshes. The initial load does not
+    /// count, so a rotation right after a cold start is still picked up.
+    last_refresh: Option<Instant>,
     /// Why the last attempt failed; `None` after a success.
     last_error: Option<String>,
+}
+
+impl CacheState {
+    /// The attempt the rate limit counts from: see the field docs.
+    fn pacing(&self) -> Option<Instant> {
+        if self.keys.is_some() {
+            self.last_refresh
+        } else {
+            self.last_attempt
+        }
+    }
 }
 
 pub(crate) struct JwksCache {
@@ -182,6 +202,11 @@ impl JwksCache {
         state.keys.as_ref().and_then(|keys| keys.find(kid))
     }
 
+    /// The cached key for `kid`, however old.
+    fn any_key(&self, kid: Option<&str>) -> Option<Arc<VerificationKey>> {
+        self.state().keys.as_ref().and_then(|keys| keys.find(kid))
+    }
+
     pub(crate) async fn key_for(
         &self,
         kid: Option<&str>,
@@ -189,7 +214,15 @@ impl JwksCache {
         if let Some(key) = self.fresh_key(kid, Instant::now()) {
             return Ok(key);
         }
-        let _refreshing = self.refresh.lock().await;
+        let _refreshing = match self.refresh.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => match self.any_key(kid) {
+                // Someone else is refreshing an expired set: rather than
+                // wait for them, use the key we hold, which is still genuine.
+                Some(key) => return Ok(key),
+                None => self.refresh.lock().await,
+            },
+        };
         // Another request may have refreshed while this one waited.
         if let Some(key) = self.fresh_key(kid, Instant::now()) {
             return Ok(key);
@@ -198,16 +231,16 @@ impl JwksCache {
             // The outcome is recorded in the state, read just below.
             let _ = self.refresh_now().await;
         }
-        let state = self.state();
-        if let Some(key) = state.keys.as_ref().and_then(|keys| keys.find(kid)) {
+        if let Some(key) = self.any_key(kid) {
             // Possibly stale if the refresh failed or was rate-limited: still
             // a key the provider published, so still fine to verify with.
             return Ok(key);
         }
+        let state = self.state();
         let kid_shown = kid.map(shorten).unwrap_or_else(|| "(none)".to_owned());
         match &state.last_error {
             Some(error) => Err(ApiError::Unavailable {
-                retry_after_seconds: self.retry_after_seconds(state.last_attempt),
+                retry_after_seconds: self.retry_after_seconds(&state),
                 reason: format!(
                     "cannot verify token with kid {kid_shown}: JWKS unavailable: {error}"
                 ),
@@ -222,20 +255,24 @@ impl JwksCache {
     pub(crate) async fn prefetch(&self) -> Result<(), String> {
         let _refreshing = self.refresh.lock().await;
         if self.may_fetch(Instant::now()) {
-            self.refresh_now().await
-        } else {
-            Ok(())
+            return self.refresh_now().await;
+        }
+        // Rate-limited: report whether we hold keys at all.
+        let state = self.state();
+        match (&state.keys, &state.last_error) {
+            (Some(_), _) => Ok(()),
+            (None, Some(error)) => Err(error.clone()),
+            (None, None) => Err("the JWKS has not been fetched yet".to_owned()),
         }
     }
 
     fn may_fetch(&self, now: Instant) -> bool {
-        self.state()
-            .last_attempt
+        CacheState::pacing(&self.state())
             .is_none_or(|at| now.saturating_duration_since(at) >= self.options.min_refresh_interval)
     }
 
-    fn retry_after_seconds(&self, last_attempt: Option<Instant>) -> u32 {
-        let waited = last_attempt.map_or(Duration::MAX, |at| at.elapsed());
+    fn retry_after_seconds(&self, state: &CacheState) -> u32 {
+        let waited = state.pacing().map_or(Duration::MAX, |at| at.elapsed());
         let remaining = self.options.min_refresh_interval.saturating_sub(waited);
         u32::try_from(remaining.as_secs())
             .unwrap_or(u32::MAX)
@@ -248,6 +285,9 @@ impl JwksCache {
         let outcome = self.fetch().await;
         let mut state = self.state();
         state.last_attempt = Some(started);
+        if state.keys.is_some() {
+            state.last_refresh = Some(started);
+        }
         match outcome {
             Ok(keys) => {
                 tracing::info!(url = %self.url, keys = keys.keys.len(), "fetched JWKS");

@@ -362,7 +362,8 @@ struct Inner {
 
 enum Keys {
     Hs256(DecodingKey),
-    Jwks(jwks::JwksCache),
+    // Boxed: the cache is much larger than a key (clippy::large_enum_variant).
+    Jwks(Box<jwks::JwksCache>),
 }
 
 impl fmt::Debug for JwtAuthenticator {
@@ -415,7 +416,7 @@ impl JwtAuthenticator {
         config.validate()?;
         let keys = match &config.keys {
             KeySource::Hs256 { secret } => Keys::Hs256(DecodingKey::from_secret(secret.as_bytes())),
-            KeySource::Jwks { url } => Keys::Jwks(jwks::JwksCache::new(url, options)?),
+            KeySource::Jwks { url } => Keys::Jwks(Box::new(jwks::JwksCache::new(url, options)?)),
         };
         Ok(JwtAuthenticator {
             inner: Arc::new(Inner {

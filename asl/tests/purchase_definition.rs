@@ -1,0 +1,61 @@
+//! The definition deployed to AWS (`statemachine/purchase.asl.json`) must load and run
+//! here, since the local server executes that very file.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use asl::{ExecutionOutcome, InMemoryJournal, Runner, StateMachine};
+use common::Scripted;
+use serde_json::json;
+
+fn definition() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../statemachine/purchase.asl.json"
+    );
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// A substitution for every `${Name}` placeholder the file uses.
+fn substitutions(text: &str) -> HashMap<String, String> {
+    text.split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}'))
+        .map(|(name, _)| (name.to_owned(), format!("local:{name}")))
+        .collect()
+}
+
+#[test]
+fn the_deployed_definition_loads() {
+    let text = definition();
+    let machine =
+        StateMachine::from_json(&text, &substitutions(&text)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!machine.task_resources().is_empty());
+    assert!(
+        machine
+            .task_resources()
+            .iter()
+            .all(|r| r.starts_with("local:"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deployed_definition_succeeds_when_every_task_succeeds() {
+    let text = definition();
+    let machine =
+        StateMachine::from_json(&text, &substitutions(&text)).unwrap_or_else(|e| panic!("{e}"));
+    let task = Scripted::returning(json!({}));
+    let runner = Runner::new(
+        Arc::new(machine),
+        task.clone(),
+        Arc::new(InMemoryJournal::new()),
+    );
+    let outcome = runner.start("p-1", json!({"purchaseId": "p-1"})).await;
+    assert!(
+        matches!(outcome, ExecutionOutcome::Succeeded(_)),
+        "{outcome:?}"
+    );
+    assert!(!task.calls().is_empty());
+}

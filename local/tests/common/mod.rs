@@ -1,0 +1,317 @@
+//! Test harness: a real local orchestrator on 127.0.0.1 (random port) with
+//! its own data directory, catalog, JWT secret and simulators.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use local::{LocalOptions, LocalSystem, StepHook, StoreChoice};
+use serde_json::{Value, json};
+use shared::auth::{AuthConfig, KeySource, Scope};
+use shared::payment::SimulatedPaymentGateway;
+use shared::provisioning::SimulatedProvisioner;
+use shared::steps::Step;
+use tokio::sync::{Notify, Semaphore};
+
+pub const CATALOG: &str = r#"[
+  {"id": "ebook", "name": "E-book", "unitPrice": 1000, "currency": "EUR", "stock": 100, "kind": "digital"},
+  {"id": "mug", "name": "Mug", "unitPrice": 1250, "currency": "EUR", "stock": 100, "kind": "physical"},
+  {"id": "poster", "name": "Poster", "unitPrice": 5000, "currency": "EUR", "stock": 1, "kind": "physical"},
+  {"id": "limited", "name": "Limited edition", "unitPrice": 700, "currency": "EUR", "stock": 5, "kind": "digital"},
+  {"id": "sticker", "name": "Sticker", "unitPrice": 300, "currency": "USD", "stock": 100, "kind": "physical"},
+  {"id": "fail-provision-key", "name": "Refused license", "unitPrice": 900, "currency": "EUR", "stock": 100, "kind": "digital"}
+]"#;
+
+pub const CUSTOMER: &str = "c-alice";
+pub const OTHER_CUSTOMER: &str = "c-bob";
+
+pub struct Harness {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub secret: String,
+    pub payments: Arc<SimulatedPaymentGateway>,
+    pub provisioning: Arc<SimulatedProvisioner>,
+    pub system: Arc<LocalSystem>,
+    pub data_dir: PathBuf,
+    server: tokio::task::JoinHandle<()>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub struct Setup {
+    pub hook: Option<Arc<dyn StepHook>>,
+    pub data_dir: Option<PathBuf>,
+    pub secret: Option<String>,
+    pub store: StoreChoice,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            hook: None,
+            data_dir: None,
+            secret: None,
+            store: StoreChoice::Embedded,
+        }
+    }
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::start_with(Setup::default()).await
+    }
+
+    pub async fn start_with(setup: Setup) -> Harness {
+        let (dir, data_dir) = match setup.data_dir {
+            Some(path) => (None, path),
+            None => {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().to_path_buf();
+                (Some(dir), path)
+            }
+        };
+        let catalog_file = data_dir.join("catalog.json");
+        if !catalog_file.exists() {
+            std::fs::create_dir_all(&data_dir).unwrap();
+            std::fs::write(&catalog_file, CATALOG).unwrap();
+        }
+        let secret = setup
+            .secret
+            .unwrap_or_else(|| (0..32).map(|_| fastrand::alphanumeric()).collect());
+        let payments = Arc::new(SimulatedPaymentGateway::default());
+        let provisioning = Arc::new(SimulatedProvisioner::default());
+        let options = LocalOptions {
+            data_dir: data_dir.clone(),
+            catalog_file: Some(catalog_file),
+            store: setup.store,
+            auth: AuthConfig {
+                issuer: local::DEFAULT_ISSUER.into(),
+                audience: local::DEFAULT_AUDIENCE.into(),
+                leeway_seconds: 5,
+                keys: KeySource::Hs256 {
+                    secret: secret.clone(),
+                },
+            },
+            payments: payments.clone(),
+            provisioning: provisioning.clone(),
+            step_hook: setup.hook,
+        };
+        let system = Arc::new(LocalSystem::start(options).await.unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = system.router();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Harness {
+            base: format!("http://{address}/purchase-orchestrator"),
+            client: reqwest::Client::new(),
+            secret,
+            payments,
+            provisioning,
+            system,
+            data_dir,
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// Stops serving; the data directory stays for a restart.
+    pub async fn stop(self) -> (PathBuf, String, Option<tempfile::TempDir>) {
+        self.server.abort();
+        let _ = self.server.await;
+        (self.data_dir, self.secret, self._dir)
+    }
+
+    pub fn token(&self, customer: &str, scopes: &[Scope]) -> String {
+        shared::auth::mint_hs256_token(
+            &self.secret,
+            local::DEFAULT_ISSUER,
+            local::DEFAULT_AUDIENCE,
+            customer,
+            scopes,
+            Duration::from_secs(600),
+        )
+        .unwrap()
+    }
+
+    pub fn customer_token(&self, customer: &str) -> String {
+        self.token(customer, &[Scope::Read, Scope::Write])
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token("back-office", &[Scope::Read, Scope::Write, Scope::Admin])
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, json, headers)
+    }
+
+    pub async fn create(&self, customer: &str, body: &Value) -> (u16, Value) {
+        let (status, json, _) = self
+            .send(
+                reqwest::Method::POST,
+                "/purchases",
+                &self.customer_token(customer),
+                Some(body),
+            )
+            .await;
+        (status, json)
+    }
+
+    /// Creates a purchase that must be accepted; returns its id.
+    pub async fn create_ok(&self, body: &Value) -> String {
+        let (status, json) = self.create(CUSTOMER, body).await;
+        assert_eq!(status, 201, "{json}");
+        json["purchaseId"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn get(&self, id: &str) -> Value {
+        let (status, json, _) = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/purchases/{id}"),
+                &self.admin_token(),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{json}");
+        json
+    }
+
+    pub async fn cancel(&self, id: &str) -> (u16, Value) {
+        let (status, json, _) = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/purchases/{id}/cancel"),
+                &self.customer_token(CUSTOMER),
+                None,
+            )
+            .await;
+        (status, json)
+    }
+
+    /// Polls until the purchase reaches a terminal status (deadline 30 s).
+    pub async fn wait_final(&self, id: &str) -> Value {
+        self.wait_until(id, |p| {
+            matches!(
+                p["status"].as_str(),
+                Some("COMPLETED" | "FAILED" | "CANCELLED" | "REJECTED")
+            ) && p["timeline"].as_array().is_some_and(|t| {
+                t.iter().any(|e| {
+                    e["step"] == "FinalizePurchase"
+                        || e["step"] == "ProvisionProducts" && e["outcome"] == "SUCCEEDED"
+                })
+            })
+        })
+        .await
+    }
+
+    pub async fn wait_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let purchase = self.get(id).await;
+            if done(&purchase) {
+                return purchase;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "purchase {id} did not get there in time: {purchase:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stock(&self, product: &str) -> i64 {
+        let products = self
+            .system
+            .app
+            .inventory
+            .get_products(&[product.to_owned()])
+            .await
+            .unwrap();
+        products[0].stock
+    }
+}
+
+pub fn purchase_body(products: &[(&str, u32)], token: &str) -> Value {
+    json!({
+        "customerId": CUSTOMER,
+        "products": products.iter().map(|(id, q)| json!({"id": id, "quantity": q})).collect::<Vec<_>>(),
+        "paymentDetails": {"method": "card", "transactionId": token},
+        "shippingAddress": {"name": "Alice Liddell", "address": "1 Rabbit Hole", "city": "Oxford", "country": "GB", "postalCode": "OX1 1AA"}
+    })
+}
+
+/// Pauses every workflow just before `step` until released, and says when
+/// one got there: lets a test act "while the workflow is at step X".
+pub struct Gate {
+    step: Step,
+    reached: Notify,
+    release: Semaphore,
+}
+
+impl Gate {
+    pub fn new(step: Step) -> Arc<Gate> {
+        Arc::new(Gate {
+            step,
+            reached: Notify::new(),
+            release: Semaphore::new(0),
+        })
+    }
+
+    pub async fn reached(&self) {
+        tokio::time::timeout(Duration::from_secs(30), self.reached.notified())
+            .await
+            .expect("the workflow never reached the gated step");
+    }
+
+    pub fn open(&self) {
+        // Plenty of permits: retries of the step pass straight through.
+        self.release.add_permits(1_000);
+    }
+}
+
+#[async_trait]
+impl StepHook for Gate {
+    async fn before(&self, step: Step, _: &str) {
+        if step == self.step {
+            self.reached.notify_one();
+            if let Ok(permit) = self.release.acquire().await {
+                permit.forget();
+            }
+        }
+    }
+}
+
+pub fn line_statuses(purchase: &Value) -> Vec<String> {
+    purchase["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["status"].as_str().unwrap().to_owned())
+        .collect()
+}
