@@ -18,7 +18,7 @@ step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "state machine definition (asl-validator)"
-asl-validator --json-definition "$(cat statemachine/purchase.asl.json)"
+asl-validator --json-path statemachine/purchase.asl.json
 
 step "DynamoDB-API server (moto) on 127.0.0.1"
 # shellcheck source=scripts/moto.sh

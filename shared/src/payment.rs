@@ -127,6 +127,8 @@ impl PaymentGateway for HttpPaymentGateway {
 /// The local-mode payment provider. Conventions (README):
 /// - `transactionId` starting `tok_decline` → declined (permanent);
 /// - `tok_flaky` → fails transiently twice per purchase, then succeeds;
+/// - `tok_slow` → succeeds after [`SLOW_CAPTURE`], leaving time to update or
+///   cancel a purchase while its workflow runs (README's walk-through);
 /// - anything else → captured.
 ///
 /// It also keeps a ledger so tests can check that nothing is charged twice.
@@ -155,9 +157,15 @@ fn lock_error<T>(_: T) -> PaymentError {
     PaymentError::Transient("simulator lock poisoned".into())
 }
 
+/// How long the simulator takes to capture a `tok_slow` payment.
+pub const SLOW_CAPTURE: Duration = Duration::from_secs(15);
+
 #[async_trait]
 impl PaymentGateway for SimulatedPaymentGateway {
     async fn capture(&self, request: &CaptureRequest) -> Result<Capture, PaymentError> {
+        if request.transaction_id.starts_with("tok_slow") {
+            tokio::time::sleep(SLOW_CAPTURE).await;
+        }
         let mut state = self.state.lock().map_err(lock_error)?;
         let token = request.transaction_id.as_str();
         if token.starts_with("tok_decline") {
@@ -213,6 +221,15 @@ mod tests {
             method: "card".into(),
             transaction_id: token.into(),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_token_takes_its_time_then_captures() {
+        let sim = SimulatedPaymentGateway::default();
+        let started = tokio::time::Instant::now();
+        assert!(sim.capture(&request("tok_slow")).await.is_ok());
+        assert!(started.elapsed() >= SLOW_CAPTURE);
+        assert_eq!(sim.ledger().captures, 1);
     }
 
     #[tokio::test]
