@@ -130,7 +130,14 @@ impl LocalSystem {
                 StoreChoice::Embedded => (Arc::new(embedded.clone()), Arc::new(embedded.clone())),
                 StoreChoice::DynamoDb => {
                     let sdk = shared::config::aws_config().await;
-                    let store = Arc::new(shared::config::dynamodb_store(&sdk));
+                    let store = shared::config::dynamodb_store(&sdk);
+                    // Local mode owns its tables (on AWS the SAM template
+                    // does): create whichever are missing, keep the rest.
+                    store
+                        .create_tables()
+                        .await
+                        .map_err(|e| LocalError(format!("creating DynamoDB tables: {e}")))?;
+                    let store = Arc::new(store);
                     (store.clone(), store)
                 }
             };

@@ -58,16 +58,21 @@ impl TaskInvoker for StepInvoker {
         input: Value,
         _: &TaskContext,
     ) -> Result<Value, TaskFailure> {
-        // Direct Lambda resources are `local:<function>`; the callback
-        // pattern goes through `lambda:invoke` with the function in the input.
-        let function = if resource.starts_with(LAMBDA_INVOKE) {
-            input
+        // Direct Lambda resources are `local:<function>`. The callback
+        // pattern goes through the `lambda:invoke` integration, which names
+        // the function in its parameters and hands the function only `Payload`.
+        let (function, input) = if resource.starts_with(LAMBDA_INVOKE) {
+            let function = input
                 .get("FunctionName")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
-                .to_owned()
+                .to_owned();
+            (
+                function,
+                input.get("Payload").cloned().unwrap_or(Value::Null),
+            )
         } else {
-            resource.to_owned()
+            (resource.to_owned(), input)
         };
         let step = function
             .strip_prefix(LOCAL_RESOURCE_PREFIX)
@@ -79,8 +84,7 @@ impl TaskInvoker for StepInvoker {
                 )
             })?;
         if let Some(hook) = &self.hook {
-            let payload = input.get("Payload").unwrap_or(&input);
-            let purchase_id = payload
+            let purchase_id = input
                 .get("purchaseId")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
@@ -190,9 +194,7 @@ impl Workflow for RunnerCallbacks {
         task_token: &str,
         output: Value,
     ) -> Result<(), WorkflowError> {
-        self.runner()?
-            .send_task_success(task_token, output)
-            .map_err(|e| WorkflowError::Internal(e.to_string()))
+        send_success(&self.runner()?, task_token, output)
     }
 
     async fn send_task_failure(
@@ -201,10 +203,27 @@ impl Workflow for RunnerCallbacks {
         error: &str,
         cause: &str,
     ) -> Result<(), WorkflowError> {
-        self.runner()?
-            .send_task_failure(task_token, error, cause)
-            .map_err(|e| WorkflowError::Internal(e.to_string()))
+        send_failure(&self.runner()?, task_token, error, cause)
     }
+}
+
+// An unknown token (task gone: timed out or already completed) is not
+// retryable, hence `Internal`, which callers log and move past.
+fn send_success(runner: &Runner, task_token: &str, output: Value) -> Result<(), WorkflowError> {
+    runner
+        .send_task_success(task_token, output)
+        .map_err(|e| WorkflowError::Internal(e.to_string()))
+}
+
+fn send_failure(
+    runner: &Runner,
+    task_token: &str,
+    error: &str,
+    cause: &str,
+) -> Result<(), WorkflowError> {
+    runner
+        .send_task_failure(task_token, error, cause)
+        .map_err(|e| WorkflowError::Internal(e.to_string()))
 }
 
 /// Starts and resumes purchase executions in-process.
@@ -307,9 +326,7 @@ impl Workflow for LocalWorkflow {
         task_token: &str,
         output: Value,
     ) -> Result<(), WorkflowError> {
-        self.runner
-            .send_task_success(task_token, output)
-            .map_err(|e| WorkflowError::Internal(e.to_string()))
+        send_success(&self.runner, task_token, output)
     }
 
     async fn send_task_failure(
@@ -318,8 +335,6 @@ impl Workflow for LocalWorkflow {
         error: &str,
         cause: &str,
     ) -> Result<(), WorkflowError> {
-        self.runner
-            .send_task_failure(task_token, error, cause)
-            .map_err(|e| WorkflowError::Internal(e.to_string()))
+        send_failure(&self.runner, task_token, error, cause)
     }
 }

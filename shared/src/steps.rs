@@ -163,14 +163,6 @@ impl Step {
     }
 
     pub async fn run(self, deps: &StepDeps, input: Value) -> Result<Value, StepError> {
-        // `AwaitReview` is invoked through `lambda:invoke.waitForTaskToken`,
-        // whose Parameters wrap the input in `Payload`; accept both shapes.
-        let input = match input {
-            Value::Object(mut map) if map.contains_key("Payload") => {
-                map.remove("Payload").unwrap_or(Value::Null)
-            }
-            other => other,
-        };
         let input: StepInput =
             serde_json::from_value(input).map_err(|e| StepError::InvalidInput(e.to_string()))?;
         let id = input.purchase_id.as_str();
