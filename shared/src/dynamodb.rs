@@ -78,7 +78,8 @@ const ID: &str = "id";
 const STOCK: &str = "stock";
 const PRODUCTS: &str = "products";
 const QUANTITY: &str = "quantity";
-const IDEMPOTENCY_KEY: &str = "idempotencyKey";
+/// `IdempotencyRecord::key`: the client's `Idempotency-Key`.
+const IDEMPOTENCY_KEY: &str = "key";
 const EXPIRES_AT: &str = "expiresAt";
 const RESPONSE: &str = "response";
 /// Storage-only: the constant partition of the `allPurchases` index, present
@@ -116,10 +117,6 @@ pub struct DynamoStore {
 impl DynamoStore {
     pub fn new(client: Client, tables: DynamoTables) -> DynamoStore {
         DynamoStore { client, tables }
-    }
-
-    pub fn tables(&self) -> &DynamoTables {
-        &self.tables
     }
 
     /// Creates the three tables as documented in `docs/dynamodb.md` (on-demand
@@ -251,8 +248,8 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// The purchase items of `keys` (purchase ids), in that order, read
-    /// consistently; ids whose item vanished are skipped.
+    /// The items of `table` whose `key_attribute` is one of `ids`, in the
+    /// order of `ids`, read consistently; ids without an item are skipped.
     async fn batch_get(
         &self,
         table: &str,
@@ -1052,7 +1049,7 @@ impl IdempotencyStore for DynamoStore {
                     Some(PutItemError::ConditionalCheckFailedException(failed)) => {
                         let existing = match failed.item() {
                             Some(item) => Some(from_item::<IdempotencyRecord>(item, &[])?),
-                            None => self.get(&record.idempotency_key).await?,
+                            None => self.get(&record.key).await?,
                         };
                         // None: the holder expired or was removed in between; claim again.
                         if existing.is_some() {
@@ -1065,7 +1062,7 @@ impl IdempotencyStore for DynamoStore {
         }
         Err(StoreError::Unavailable(format!(
             "idempotency key {} kept changing while being claimed",
-            record.idempotency_key
+            record.key
         )))
     }
 

@@ -403,12 +403,12 @@ impl IdempotencyStore for EmbeddedStore {
             let txn = db.begin_write().map_err(internal)?;
             {
                 let mut table = txn.open_table(IDEMPOTENCY).map_err(internal)?;
-                if let Some(existing) = live_record(&table, &record.idempotency_key)? {
+                if let Some(existing) = live_record(&table, &record.key)? {
                     return Ok(Some(existing));
                 }
                 let bytes = encode(&record)?;
                 table
-                    .insert(record.idempotency_key.as_str(), bytes.as_slice())
+                    .insert(record.key.as_str(), bytes.as_slice())
                     .map_err(internal)?;
             }
             txn.commit().map_err(internal)?;

@@ -96,7 +96,8 @@ pub struct StoredResponse {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IdempotencyRecord {
-    pub idempotency_key: String,
+    /// The client's `Idempotency-Key`.
+    pub key: String,
     /// A digest of the request, so reusing the key for a different request
     /// can be told apart from a retry.
     pub fingerprint: String,
@@ -112,7 +113,7 @@ pub struct IdempotencyRecord {
 /// (DynamoDB's TTL deletes lazily, up to days later).
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    /// Claims `record.idempotency_key` unless a live record holds it.
+    /// Claims `record.key` unless a live record holds it.
     /// `Ok(None)` when this call claimed the key; `Ok(Some(existing))` otherwise.
     async fn put_if_absent(
         &self,

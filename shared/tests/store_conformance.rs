@@ -13,12 +13,13 @@ use chrono::{DateTime, Duration, Utc};
 use shared::dynamodb::{DynamoStore, DynamoTables};
 use shared::embedded::EmbeddedStore;
 use shared::model::{
-    LineStatus, PaymentDetails, PaymentStatus, Product, ProductKind, Purchase, PurchaseLine, PurchaseStatus,
-    ShippingAddress, ShippingStatus, TimelineEntry,
+    LineStatus, PaymentDetails, PaymentStatus, Product, ProductKind, Purchase, PurchaseLine,
+    PurchaseStatus, ShippingAddress, ShippingStatus, TimelineEntry,
 };
 use shared::rules::{OnViolation, RuleOutcome, RuleResult};
 use shared::store::{
-    IdempotencyRecord, IdempotencyStore, Inventory, PurchaseQuery, PurchaseStore, StoreError, StoredResponse,
+    IdempotencyRecord, IdempotencyStore, Inventory, PurchaseQuery, PurchaseStore, StoreError,
+    StoredResponse,
 };
 
 /// The three ports of one store, plus whatever must live as long as it.
@@ -39,7 +40,8 @@ impl Drop for TempDir {
 }
 
 fn embedded_stores() -> Stores {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("store-{}", uuid::Uuid::now_v7()));
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("store-{}", uuid::Uuid::now_v7()));
     let store = Arc::new(EmbeddedStore::open(&dir).expect("open embedded store"));
     Stores {
         purchases: store.clone(),
@@ -52,12 +54,18 @@ fn embedded_stores() -> Stores {
 /// The test server's endpoint; `None` (after a notice) when it is not set
 /// outside CI. In CI a missing server fails the test instead.
 fn test_endpoint(test: &str) -> Option<String> {
-    let endpoint = std::env::var("DYNAMODB_TEST_ENDPOINT").ok().filter(|e| !e.is_empty());
+    let endpoint = std::env::var("DYNAMODB_TEST_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
     if endpoint.is_none() {
         if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("DYNAMODB_TEST_ENDPOINT is not set: in CI the DynamoDB tests must run (scripts/test.sh starts moto)");
+            panic!(
+                "DYNAMODB_TEST_ENDPOINT is not set: in CI the DynamoDB tests must run (scripts/test.sh starts moto)"
+            );
         }
-        eprintln!("note: {test}: DYNAMODB_TEST_ENDPOINT is not set, skipping the DynamoDB run (scripts/test.sh starts moto)");
+        eprintln!(
+            "note: {test}: DYNAMODB_TEST_ENDPOINT is not set, skipping the DynamoDB run (scripts/test.sh starts moto)"
+        );
     }
     endpoint
 }
@@ -81,7 +89,13 @@ fn dynamo_store(endpoint: &str, test: &str) -> DynamoStore {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "store-conformance"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "store-conformance",
+        ))
         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3))
         .endpoint_url(endpoint)
         .build();
@@ -184,6 +198,7 @@ fn purchase(customer: &str, status: PurchaseStatus) -> Purchase {
         },
         shipping_status: ShippingStatus::Pending,
         failure_reason: None,
+        review_token: None,
         held_from: None,
         timeline: vec![TimelineEntry {
             step: "create".into(),
@@ -219,12 +234,20 @@ fn product(id: &str, stock: i64) -> Product {
 
 async fn seed(stores: &Stores, products: &[(&str, i64)]) {
     for (id, stock) in products {
-        stores.inventory.add_product_if_absent(&product(id, *stock)).await.unwrap();
+        stores
+            .inventory
+            .add_product_if_absent(&product(id, *stock))
+            .await
+            .unwrap();
     }
 }
 
 async fn stock(stores: &Stores, id: &str) -> i64 {
-    let found = stores.inventory.get_products(&[id.to_owned()]).await.unwrap();
+    let found = stores
+        .inventory
+        .get_products(&[id.to_owned()])
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1, "product {id} should exist");
     found[0].stock
 }
@@ -241,7 +264,7 @@ fn at(offset: Duration) -> DateTime<Utc> {
 
 fn record(key: &str, fingerprint: &str, expires_at: DateTime<Utc>) -> IdempotencyRecord {
     IdempotencyRecord {
-        idempotency_key: key.to_owned(),
+        key: key.to_owned(),
         fingerprint: fingerprint.to_owned(),
         response: None,
         expires_at,
@@ -259,8 +282,16 @@ async fn all_pages(stores: &Stores, mut query: PurchaseQuery) -> Vec<Vec<String>
     let mut pages = Vec::new();
     loop {
         let page = stores.purchases.list_purchases(&query).await.unwrap();
-        assert!(page.purchases.len() <= query.limit, "a page never exceeds the limit");
-        pages.push(page.purchases.iter().map(|p| p.purchase_id.clone()).collect());
+        assert!(
+            page.purchases.len() <= query.limit,
+            "a page never exceeds the limit"
+        );
+        pages.push(
+            page.purchases
+                .iter()
+                .map(|p| p.purchase_id.clone())
+                .collect(),
+        );
         match page.next_token {
             Some(token) => query.next_token = Some(token),
             None => return pages,
@@ -270,7 +301,11 @@ async fn all_pages(stores: &Stores, mut query: PurchaseQuery) -> Vec<Vec<String>
 }
 
 fn newest_first(purchases: &[&Purchase]) -> Vec<String> {
-    purchases.iter().rev().map(|p| p.purchase_id.clone()).collect()
+    purchases
+        .iter()
+        .rev()
+        .map(|p| p.purchase_id.clone())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -284,7 +319,11 @@ async fn create_then_get_returns_the_whole_purchase(stores: Stores) {
 }
 
 async fn get_of_an_unknown_id_is_none(stores: Stores) {
-    let got = stores.purchases.get_purchase("no-such-purchase").await.unwrap();
+    let got = stores
+        .purchases
+        .get_purchase("no-such-purchase")
+        .await
+        .unwrap();
     assert_eq!(got, None);
 }
 
@@ -293,9 +332,20 @@ async fn creating_a_taken_id_is_already_exists_and_keeps_the_original(stores: St
     stores.purchases.create_purchase(&original).await.unwrap();
     let mut impostor = purchase("mallory", PurchaseStatus::Completed);
     impostor.purchase_id = original.purchase_id.clone();
-    let error = stores.purchases.create_purchase(&impostor).await.unwrap_err();
-    assert!(matches!(&error, StoreError::AlreadyExists(id) if *id == original.purchase_id), "{error:?}");
-    let stored = stores.purchases.get_purchase(&original.purchase_id).await.unwrap();
+    let error = stores
+        .purchases
+        .create_purchase(&impostor)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::AlreadyExists(id) if *id == original.purchase_id),
+        "{error:?}"
+    );
+    let stored = stores
+        .purchases
+        .get_purchase(&original.purchase_id)
+        .await
+        .unwrap();
     assert_eq!(stored, Some(original));
 }
 
@@ -309,14 +359,38 @@ async fn update_bumps_the_version_and_a_stale_update_conflicts(stores: Stores) {
     first.status = PurchaseStatus::Reserved;
     stores.purchases.update_purchase(&mut first).await.unwrap();
     assert_eq!(first.version, 2);
-    assert_eq!(stores.purchases.get_purchase(&p.purchase_id).await.unwrap().as_ref(), Some(&first));
+    assert_eq!(
+        stores
+            .purchases
+            .get_purchase(&p.purchase_id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&first)
+    );
 
     second.status = PurchaseStatus::Cancelled;
-    let error = stores.purchases.update_purchase(&mut second).await.unwrap_err();
+    let error = stores
+        .purchases
+        .update_purchase(&mut second)
+        .await
+        .unwrap_err();
     assert!(matches!(error, StoreError::VersionConflict), "{error:?}");
-    assert_eq!(second.version, 1, "a failed update leaves the caller's copy as it was");
-    let stored = stores.purchases.get_purchase(&p.purchase_id).await.unwrap().unwrap();
-    assert_eq!(stored.status, PurchaseStatus::Reserved, "the lost write changed nothing");
+    assert_eq!(
+        second.version, 1,
+        "a failed update leaves the caller's copy as it was"
+    );
+    let stored = stores
+        .purchases
+        .get_purchase(&p.purchase_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.status,
+        PurchaseStatus::Reserved,
+        "the lost write changed nothing"
+    );
     assert_eq!(stored.version, 2);
 
     // Re-read and retry: the usual way out of a conflict.
@@ -329,8 +403,15 @@ async fn update_bumps_the_version_and_a_stale_update_conflicts(stores: Stores) {
 async fn update_of_a_missing_purchase_is_not_found(stores: Stores) {
     let mut p = purchase("alice", PurchaseStatus::Pending);
     let error = stores.purchases.update_purchase(&mut p).await.unwrap_err();
-    assert!(matches!(&error, StoreError::NotFound(id) if *id == p.purchase_id), "{error:?}");
-    assert_eq!(stores.purchases.get_purchase(&p.purchase_id).await.unwrap(), None, "no purchase was created");
+    assert!(
+        matches!(&error, StoreError::NotFound(id) if *id == p.purchase_id),
+        "{error:?}"
+    );
+    assert_eq!(
+        stores.purchases.get_purchase(&p.purchase_id).await.unwrap(),
+        None,
+        "no purchase was created"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -338,7 +419,11 @@ async fn update_of_a_missing_purchase_is_not_found(stores: Stores) {
 
 async fn add_product_if_absent_never_resets_stock(stores: Stores) {
     seed(&stores, &[("book", 5)]).await;
-    stores.inventory.reserve_stock("p-1", &lines(&[("book", 2)])).await.unwrap();
+    stores
+        .inventory
+        .reserve_stock("p-1", &lines(&[("book", 2)]))
+        .await
+        .unwrap();
     // Re-seeding the catalog at start-up.
     seed(&stores, &[("book", 5)]).await;
     assert_eq!(stock(&stores, "book").await, 3);
@@ -353,8 +438,16 @@ async fn get_products_returns_only_existing_products(stores: Stores) {
 
 async fn reservation_takes_stock_for_every_line(stores: Stores) {
     seed(&stores, &[("book", 5), ("pen", 7)]).await;
-    stores.inventory.reserve_stock("p-1", &lines(&[("book", 5), ("pen", 2)])).await.unwrap();
-    assert_eq!(stock(&stores, "book").await, 0, "the last units can be reserved");
+    stores
+        .inventory
+        .reserve_stock("p-1", &lines(&[("book", 5), ("pen", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        stock(&stores, "book").await,
+        0,
+        "the last units can be reserved"
+    );
     assert_eq!(stock(&stores, "pen").await, 5);
 }
 
@@ -376,11 +469,19 @@ async fn reservation_is_all_or_nothing_across_lines(stores: Stores) {
         other => panic!("expected OutOfStock, got {other:?}"),
     }
     for (id, expected) in [("book", 5), ("pen", 1), ("mug", 9)] {
-        assert_eq!(stock(&stores, id).await, expected, "{id} is untouched by the failed reservation");
+        assert_eq!(
+            stock(&stores, id).await,
+            expected,
+            "{id} is untouched by the failed reservation"
+        );
     }
     // Nothing is held for the purchase, so a later reservation is not a no-op.
     assert!(!stores.inventory.release_stock("p-1").await.unwrap());
-    stores.inventory.reserve_stock("p-1", &lines(&[("book", 2), ("pen", 1)])).await.unwrap();
+    stores
+        .inventory
+        .reserve_stock("p-1", &lines(&[("book", 2), ("pen", 1)]))
+        .await
+        .unwrap();
     assert_eq!(stock(&stores, "book").await, 3);
     assert_eq!(stock(&stores, "pen").await, 0);
 }
@@ -397,31 +498,81 @@ async fn reserving_an_unknown_product_is_out_of_stock(stores: Stores) {
         "{error:?}"
     );
     assert_eq!(stock(&stores, "book").await, 5);
-    assert!(stores.inventory.get_products(&["ghost".to_owned()]).await.unwrap().is_empty(), "no product is invented");
+    assert!(
+        stores
+            .inventory
+            .get_products(&["ghost".to_owned()])
+            .await
+            .unwrap()
+            .is_empty(),
+        "no product is invented"
+    );
 }
 
 async fn reserving_twice_for_one_purchase_holds_stock_once(stores: Stores) {
     seed(&stores, &[("book", 5)]).await;
-    stores.inventory.reserve_stock("p-1", &lines(&[("book", 2)])).await.unwrap();
+    stores
+        .inventory
+        .reserve_stock("p-1", &lines(&[("book", 2)]))
+        .await
+        .unwrap();
     // A retried step: succeeds without taking stock again.
-    stores.inventory.reserve_stock("p-1", &lines(&[("book", 2)])).await.unwrap();
+    stores
+        .inventory
+        .reserve_stock("p-1", &lines(&[("book", 2)]))
+        .await
+        .unwrap();
     assert_eq!(stock(&stores, "book").await, 3);
     // Even when the stock left could not cover it a second time.
-    stores.inventory.reserve_stock("p-2", &lines(&[("book", 3)])).await.unwrap();
-    stores.inventory.reserve_stock("p-2", &lines(&[("book", 3)])).await.unwrap();
+    stores
+        .inventory
+        .reserve_stock("p-2", &lines(&[("book", 3)]))
+        .await
+        .unwrap();
+    stores
+        .inventory
+        .reserve_stock("p-2", &lines(&[("book", 3)]))
+        .await
+        .unwrap();
     assert_eq!(stock(&stores, "book").await, 0);
 }
 
 async fn release_restores_stock_once(stores: Stores) {
     seed(&stores, &[("book", 5), ("pen", 7)]).await;
-    stores.inventory.reserve_stock("p-1", &lines(&[("book", 2), ("pen", 3)])).await.unwrap();
-    stores.inventory.reserve_stock("p-2", &lines(&[("book", 1)])).await.unwrap();
+    stores
+        .inventory
+        .reserve_stock("p-1", &lines(&[("book", 2), ("pen", 3)]))
+        .await
+        .unwrap();
+    stores
+        .inventory
+        .reserve_stock("p-2", &lines(&[("book", 1)]))
+        .await
+        .unwrap();
 
-    assert!(stores.inventory.release_stock("p-1").await.unwrap(), "the first release gives stock back");
-    assert_eq!((stock(&stores, "book").await, stock(&stores, "pen").await), (4, 7));
-    assert!(!stores.inventory.release_stock("p-1").await.unwrap(), "a repeated release is a no-op");
-    assert_eq!((stock(&stores, "book").await, stock(&stores, "pen").await), (4, 7));
-    assert!(!stores.inventory.release_stock("never-reserved").await.unwrap());
+    assert!(
+        stores.inventory.release_stock("p-1").await.unwrap(),
+        "the first release gives stock back"
+    );
+    assert_eq!(
+        (stock(&stores, "book").await, stock(&stores, "pen").await),
+        (4, 7)
+    );
+    assert!(
+        !stores.inventory.release_stock("p-1").await.unwrap(),
+        "a repeated release is a no-op"
+    );
+    assert_eq!(
+        (stock(&stores, "book").await, stock(&stores, "pen").await),
+        (4, 7)
+    );
+    assert!(
+        !stores
+            .inventory
+            .release_stock("never-reserved")
+            .await
+            .unwrap()
+    );
     assert_eq!(stock(&stores, "book").await, 4, "p-2's hold is untouched");
 }
 
@@ -430,7 +581,11 @@ async fn concurrent_reservations_of_the_last_unit_have_one_winner(stores: Stores
     let tasks: Vec<_> = (0..10)
         .map(|i| {
             let inventory = stores.inventory.clone();
-            tokio::spawn(async move { inventory.reserve_stock(&format!("p-{i}"), &lines(&[("last", 1)])).await })
+            tokio::spawn(async move {
+                inventory
+                    .reserve_stock(&format!("p-{i}"), &lines(&[("last", 1)]))
+                    .await
+            })
         })
         .collect();
     let mut winners = Vec::new();
@@ -445,11 +600,19 @@ async fn concurrent_reservations_of_the_last_unit_have_one_winner(stores: Stores
             Err(other) => panic!("task {i}: expected Ok or OutOfStock, got {other:?}"),
         }
     }
-    assert_eq!(winners.len(), 1, "exactly one reservation wins: {winners:?}");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one reservation wins: {winners:?}"
+    );
     assert_eq!(stock(&stores, "last").await, 0, "never oversold");
     // Only the winner holds anything.
     for i in 0..10 {
-        let released = stores.inventory.release_stock(&format!("p-{i}")).await.unwrap();
+        let released = stores
+            .inventory
+            .release_stock(&format!("p-{i}"))
+            .await
+            .unwrap();
         assert_eq!(released, winners.contains(&i), "p-{i}");
     }
     assert_eq!(stock(&stores, "last").await, 1);
@@ -459,7 +622,9 @@ async fn concurrent_reservations_of_the_last_unit_have_one_winner(stores: Stores
 // Listing.
 
 async fn listing_is_newest_first_and_pages_without_gaps_or_repeats(stores: Stores) {
-    let created: Vec<Purchase> = (0..7).map(|_| purchase("alice", PurchaseStatus::Pending)).collect();
+    let created: Vec<Purchase> = (0..7)
+        .map(|_| purchase("alice", PurchaseStatus::Pending))
+        .collect();
     create_all(&stores, &created).await;
     let query = PurchaseQuery {
         customer_id: Some("alice".into()),
@@ -467,15 +632,32 @@ async fn listing_is_newest_first_and_pages_without_gaps_or_repeats(stores: Store
         ..PurchaseQuery::default()
     };
     let pages = all_pages(&stores, query.clone()).await;
-    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 1]);
-    assert_eq!(pages.concat(), newest_first(&created.iter().collect::<Vec<_>>()));
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 3, 1]
+    );
+    assert_eq!(
+        pages.concat(),
+        newest_first(&created.iter().collect::<Vec<_>>())
+    );
 
     // A limit that divides the total exactly: the last full page has no token.
-    let pages = all_pages(&stores, PurchaseQuery { limit: 7, ..query.clone() }).await;
+    let pages = all_pages(
+        &stores,
+        PurchaseQuery {
+            limit: 7,
+            ..query.clone()
+        },
+    )
+    .await;
     assert_eq!(pages.len(), 1);
 
     // The listed purchases are whole purchases, not just ids.
-    let first = stores.purchases.list_purchases(&PurchaseQuery { limit: 1, ..query }).await.unwrap();
+    let first = stores
+        .purchases
+        .list_purchases(&PurchaseQuery { limit: 1, ..query })
+        .await
+        .unwrap();
     assert_eq!(first.purchases, vec![created[6].clone()]);
 }
 
@@ -497,7 +679,10 @@ async fn listing_filters_by_status_across_pages(stores: Stores) {
     let created: Vec<Purchase> = statuses.iter().map(|s| purchase("alice", *s)).collect();
     create_all(&stores, &created).await;
 
-    let completed: Vec<&Purchase> = created.iter().filter(|p| p.status == PurchaseStatus::Completed).collect();
+    let completed: Vec<&Purchase> = created
+        .iter()
+        .filter(|p| p.status == PurchaseStatus::Completed)
+        .collect();
     let query = PurchaseQuery {
         customer_id: Some("alice".into()),
         status: Some(PurchaseStatus::Completed),
@@ -518,8 +703,12 @@ async fn listing_filters_by_status_across_pages(stores: Stores) {
 }
 
 async fn listing_is_isolated_per_customer(stores: Stores) {
-    let alice: Vec<Purchase> = (0..3).map(|_| purchase("alice", PurchaseStatus::Pending)).collect();
-    let bob: Vec<Purchase> = (0..3).map(|_| purchase("bob", PurchaseStatus::Pending)).collect();
+    let alice: Vec<Purchase> = (0..3)
+        .map(|_| purchase("alice", PurchaseStatus::Pending))
+        .collect();
+    let bob: Vec<Purchase> = (0..3)
+        .map(|_| purchase("bob", PurchaseStatus::Pending))
+        .collect();
     // Interleaved, so isolation is not an accident of ordering.
     for (a, b) in alice.iter().zip(&bob) {
         create_all(&stores, &[a.clone(), b.clone()]).await;
@@ -529,12 +718,25 @@ async fn listing_is_isolated_per_customer(stores: Stores) {
         limit: 2,
         ..PurchaseQuery::default()
     };
-    assert_eq!(all_pages(&stores, query("alice")).await.concat(), newest_first(&alice.iter().collect::<Vec<_>>()));
-    assert_eq!(all_pages(&stores, query("bob")).await.concat(), newest_first(&bob.iter().collect::<Vec<_>>()));
-    assert_eq!(all_pages(&stores, query("carol")).await, vec![Vec::<String>::new()]);
+    assert_eq!(
+        all_pages(&stores, query("alice")).await.concat(),
+        newest_first(&alice.iter().collect::<Vec<_>>())
+    );
+    assert_eq!(
+        all_pages(&stores, query("bob")).await.concat(),
+        newest_first(&bob.iter().collect::<Vec<_>>())
+    );
+    assert_eq!(
+        all_pages(&stores, query("carol")).await,
+        vec![Vec::<String>::new()]
+    );
 
     // Alice's page token does not open Bob's purchases.
-    let page = stores.purchases.list_purchases(&query("alice")).await.unwrap();
+    let page = stores
+        .purchases
+        .list_purchases(&query("alice"))
+        .await
+        .unwrap();
     let stolen = PurchaseQuery {
         next_token: page.next_token,
         ..query("bob")
@@ -562,7 +764,10 @@ async fn listing_without_customer_covers_every_customer(stores: Stores) {
         ..PurchaseQuery::default()
     };
     let pages = all_pages(&stores, query.clone()).await;
-    assert_eq!(pages.concat(), newest_first(&created.iter().collect::<Vec<_>>()));
+    assert_eq!(
+        pages.concat(),
+        newest_first(&created.iter().collect::<Vec<_>>())
+    );
 
     let completed = all_pages(
         &stores,
@@ -573,7 +778,13 @@ async fn listing_without_customer_covers_every_customer(stores: Stores) {
         },
     )
     .await;
-    assert_eq!(completed, vec![vec![created[3].purchase_id.clone()], vec![created[1].purchase_id.clone()]]);
+    assert_eq!(
+        completed,
+        vec![
+            vec![created[3].purchase_id.clone()],
+            vec![created[1].purchase_id.clone()]
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -581,11 +792,23 @@ async fn listing_without_customer_covers_every_customer(stores: Stores) {
 
 async fn idempotency_key_is_claimed_once(stores: Stores) {
     let first = record("key-1", "body-a", at(Duration::hours(24)));
-    assert_eq!(stores.idempotency.put_if_absent(&first).await.unwrap(), None, "the first request claims the key");
+    assert_eq!(
+        stores.idempotency.put_if_absent(&first).await.unwrap(),
+        None,
+        "the first request claims the key"
+    );
     let retry = record("key-1", "body-b", at(Duration::hours(24)));
     let existing = stores.idempotency.put_if_absent(&retry).await.unwrap();
-    assert_eq!(existing, Some(first.clone()), "a second claim sees the first, in flight");
-    assert_eq!(stores.idempotency.get("key-1").await.unwrap(), Some(first), "the first claim is kept");
+    assert_eq!(
+        existing,
+        Some(first.clone()),
+        "a second claim sees the first, in flight"
+    );
+    assert_eq!(
+        stores.idempotency.get("key-1").await.unwrap(),
+        Some(first),
+        "the first claim is kept"
+    );
     assert_eq!(stores.idempotency.get("key-2").await.unwrap(), None);
 }
 
@@ -596,16 +819,31 @@ async fn idempotency_complete_stores_the_response(stores: Stores) {
         status_code: 201,
         body: r#"{"purchaseId":"p-1","status":"PENDING"}"#.into(),
     };
-    stores.idempotency.complete("key-1", &response).await.unwrap();
+    stores
+        .idempotency
+        .complete("key-1", &response)
+        .await
+        .unwrap();
     let expected = IdempotencyRecord {
         response: Some(response.clone()),
         ..claim
     };
-    assert_eq!(stores.idempotency.get("key-1").await.unwrap(), Some(expected.clone()));
+    assert_eq!(
+        stores.idempotency.get("key-1").await.unwrap(),
+        Some(expected.clone())
+    );
     let retry = record("key-1", "body-a", at(Duration::hours(24)));
-    assert_eq!(stores.idempotency.put_if_absent(&retry).await.unwrap(), Some(expected), "a retry replays it");
+    assert_eq!(
+        stores.idempotency.put_if_absent(&retry).await.unwrap(),
+        Some(expected),
+        "a retry replays it"
+    );
 
-    let error = stores.idempotency.complete("never-claimed", &response).await.unwrap_err();
+    let error = stores
+        .idempotency
+        .complete("never-claimed", &response)
+        .await
+        .unwrap_err();
     assert!(matches!(error, StoreError::NotFound(_)), "{error:?}");
 }
 
@@ -614,17 +852,31 @@ async fn idempotency_record_expires(stores: Stores) {
     // ignored even though nothing has deleted it yet.
     let old = record("key-1", "body-a", at(Duration::seconds(-1)));
     assert_eq!(stores.idempotency.put_if_absent(&old).await.unwrap(), None);
-    assert_eq!(stores.idempotency.get("key-1").await.unwrap(), None, "an expired record is invisible");
+    assert_eq!(
+        stores.idempotency.get("key-1").await.unwrap(),
+        None,
+        "an expired record is invisible"
+    );
     let response = StoredResponse {
         status_code: 201,
         body: "{}".into(),
     };
-    let error = stores.idempotency.complete("key-1", &response).await.unwrap_err();
-    assert!(matches!(error, StoreError::NotFound(_)), "an expired record cannot be completed: {error:?}");
+    let error = stores
+        .idempotency
+        .complete("key-1", &response)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::NotFound(_)),
+        "an expired record cannot be completed: {error:?}"
+    );
 
     // The key is free again for a new request.
     let fresh = record("key-1", "body-b", at(Duration::hours(24)));
-    assert_eq!(stores.idempotency.put_if_absent(&fresh).await.unwrap(), None);
+    assert_eq!(
+        stores.idempotency.put_if_absent(&fresh).await.unwrap(),
+        None
+    );
     assert_eq!(stores.idempotency.get("key-1").await.unwrap(), Some(fresh));
 }
 
@@ -634,7 +886,11 @@ async fn idempotency_remove_frees_the_key(stores: Stores) {
     stores.idempotency.remove("key-1").await.unwrap();
     assert_eq!(stores.idempotency.get("key-1").await.unwrap(), None);
     let again = record("key-1", "body-b", at(Duration::hours(24)));
-    assert_eq!(stores.idempotency.put_if_absent(&again).await.unwrap(), None, "a retry can claim it");
+    assert_eq!(
+        stores.idempotency.put_if_absent(&again).await.unwrap(),
+        None,
+        "a retry can claim it"
+    );
     stores.idempotency.remove("never-claimed").await.unwrap();
 }
 
@@ -648,19 +904,32 @@ async fn dynamodb_create_tables_is_idempotent() {
     };
     let store = dynamo_store(&endpoint, "create_tables_twice");
     store.create_tables().await.unwrap();
-    store.add_product_if_absent(&product("book", 3)).await.unwrap();
+    store
+        .add_product_if_absent(&product("book", 3))
+        .await
+        .unwrap();
     // A second run (a restarted local server) keeps the tables and their data.
     store.create_tables().await.unwrap();
-    assert_eq!(store.get_products(&["book".to_owned()]).await.unwrap(), vec![product("book", 3)]);
+    assert_eq!(
+        store.get_products(&["book".to_owned()]).await.unwrap(),
+        vec![product("book", 3)]
+    );
 }
 
 #[tokio::test]
 async fn dynamodb_unreachable_endpoint_is_unavailable_not_internal() {
     // A port nothing listens on: bind one, then close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let store = dynamo_store(&format!("http://127.0.0.1:{port}"), "unreachable");
     let error = store.get_purchase("p-1").await.unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
-    let error = store.reserve_stock("p-1", &lines(&[("book", 1)])).await.unwrap_err();
+    let error = store
+        .reserve_stock("p-1", &lines(&[("book", 1)]))
+        .await
+        .unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
 }
