@@ -1,5 +1,6 @@
 # Sourced by scripts/test.sh: starts moto's server on a free loopback port,
-# waits until it answers, exports DYNAMODB_TEST_ENDPOINT, and stops it on exit.
+# waits until it answers, exports AWS_TEST_ENDPOINT (and DYNAMODB_TEST_ENDPOINT,
+# the same), and stops it on exit.
 #
 # moto's DynamoDB keeps no locks of its own, and its `moto_server` command
 # always serves requests on parallel threads, so two concurrent
@@ -28,6 +29,11 @@ PY
     fi
     sleep 0.2
   done
-  export DYNAMODB_TEST_ENDPOINT="http://127.0.0.1:$port"
-  echo "moto listening at $DYNAMODB_TEST_ENDPOINT"
+  # One server answers every AWS API the tests use (DynamoDB, Step Functions).
+  export AWS_TEST_ENDPOINT="http://127.0.0.1:$port"
+  export DYNAMODB_TEST_ENDPOINT="$AWS_TEST_ENDPOINT"
+  # Credentials moto accepts, so the SDK's default chain never looks further
+  # (no instance metadata calls, no real account).
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+  echo "moto listening at $AWS_TEST_ENDPOINT"
 }

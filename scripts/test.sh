@@ -27,3 +27,6 @@ start_moto
 
 step "tests"
 cargo test --workspace
+
+step "end-to-end tests again, on the DynamoDB store (moto)"
+PURCHASE_TEST_STORE=dynamodb cargo test -p purchase-orchestrator-local

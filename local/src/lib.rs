@@ -37,8 +37,12 @@ impl LocalError {
 pub enum StoreChoice {
     /// redb under `data_dir` (the default).
     Embedded,
-    /// A DynamoDB-API endpoint (`STORE=dynamodb`, with `DYNAMODB_ENDPOINT`).
-    DynamoDb,
+    /// A DynamoDB-API endpoint (`STORE=dynamodb`, with `DYNAMODB_ENDPOINT`
+    /// and the table name variables); `None` is AWS itself.
+    DynamoDb {
+        endpoint: Option<String>,
+        tables: shared::dynamodb::DynamoTables,
+    },
 }
 
 /// Everything local mode is built from. [`LocalOptions::from_env`] reads the
@@ -89,7 +93,10 @@ impl LocalOptions {
             PathBuf::from(shared::config::env("DATA_DIR").unwrap_or_else(|| "./.data".into()));
         let store = match shared::config::env("STORE").as_deref() {
             None | Some("embedded") => StoreChoice::Embedded,
-            Some("dynamodb") => StoreChoice::DynamoDb,
+            Some("dynamodb") => StoreChoice::DynamoDb {
+                endpoint: shared::config::env("DYNAMODB_ENDPOINT"),
+                tables: shared::dynamodb::DynamoTables::from_env(),
+            },
             Some(other) => {
                 return Err(LocalError(format!(
                     "STORE={other:?}: expected \"embedded\" or \"dynamodb\""
@@ -128,9 +135,9 @@ impl LocalSystem {
         let (purchases, inventory): (Arc<dyn PurchaseStore>, Arc<dyn Inventory>) =
             match options.store {
                 StoreChoice::Embedded => (Arc::new(embedded.clone()), Arc::new(embedded.clone())),
-                StoreChoice::DynamoDb => {
+                StoreChoice::DynamoDb { endpoint, tables } => {
                     let sdk = shared::config::aws_config().await;
-                    let store = shared::config::dynamodb_store(&sdk);
+                    let store = shared::config::dynamodb_store(&sdk, endpoint.as_deref(), tables);
                     // Local mode owns its tables (on AWS the SAM template
                     // does): create whichever are missing, keep the rest.
                     store

@@ -472,19 +472,11 @@ async fn purchases_survive_a_restart() {
         .await;
     let before_completed = h.wait_final(&completed).await;
     let before_failed = h.wait_final(&failed).await;
-    let (data_dir, secret, dir) = h.stop().await;
-
-    let h = Harness::start_with(Setup {
-        data_dir: Some(data_dir),
-        secret: Some(secret),
-        ..Setup::default()
-    })
-    .await;
+    let (h, _dir) = Harness::restart(h.stop().await).await;
     assert_eq!(h.get(&completed).await, before_completed);
     assert_eq!(h.get(&failed).await, before_failed);
     // Stock consumed before the restart is not reset by re-seeding the catalog.
     assert_eq!(h.stock("mug").await, 99);
-    drop(dir);
 }
 
 #[tokio::test]

@@ -231,7 +231,7 @@ async fn parallel_purchases_never_oversell() {
 fn restart_mid_workflow_resumes_from_the_last_completed_state() {
     let gate = Gate::new(Step::CapturePayment);
     let first = tokio::runtime::Runtime::new().unwrap();
-    let (id, data_dir, secret, dir) = first.block_on(async {
+    let (id, stopped) = first.block_on(async {
         let h = Harness::start_with(Setup {
             hook: Some(gate.clone()),
             ..Setup::default()
@@ -240,20 +240,14 @@ fn restart_mid_workflow_resumes_from_the_last_completed_state() {
         let id = h.create_ok(&purchase_body(&[("mug", 1)], "tok_visa")).await;
         gate.reached().await; // ReserveStock done, CapturePayment about to run
         assert_eq!(h.get(&id).await["status"], "RESERVED");
-        let (data_dir, secret, dir) = h.stop().await;
-        (id, data_dir, secret, dir)
+        (id, h.stop().await)
     });
     // Dropping the runtime drops the paused execution, like a crash.
     first.shutdown_timeout(std::time::Duration::from_secs(5));
 
     let second = tokio::runtime::Runtime::new().unwrap();
     second.block_on(async {
-        let h = Harness::start_with(Setup {
-            data_dir: Some(data_dir),
-            secret: Some(secret),
-            ..Setup::default()
-        })
-        .await;
+        let (h, _dir) = Harness::restart(stopped).await;
         let p = h.wait_final(&id).await;
         assert_eq!(p["status"], "COMPLETED", "{p:#}");
         // Reserved once, before the restart; not again after it.
@@ -267,5 +261,4 @@ fn restart_mid_workflow_resumes_from_the_last_completed_state() {
         assert_eq!(reserved, 1);
         assert_eq!(h.payments.ledger().captures, 1);
     });
-    drop(dir);
 }

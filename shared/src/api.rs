@@ -161,6 +161,9 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict(format!("purchase {id} already exists"))
             }
             StoreError::OutOfStock { .. } => ApiError::Conflict(error.to_string()),
+            StoreError::InvalidPageToken => {
+                ApiError::invalid("nextToken", "is not a token returned by a previous page")
+            }
             StoreError::Unavailable(reason) => ApiError::Unavailable {
                 retry_after_seconds: 1,
                 reason,

@@ -67,17 +67,28 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
-pub fn dynamodb_store(sdk: &aws_config::SdkConfig) -> DynamoStore {
-    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
-    // DYNAMODB_ENDPOINT points the store at a DynamoDB-API server for local
-    // runs and tests (moto on 127.0.0.1).
-    if let Some(endpoint) = env("DYNAMODB_ENDPOINT") {
-        builder = builder.endpoint_url(endpoint);
-    }
-    DynamoStore::new(
-        aws_sdk_dynamodb::Client::from_conf(builder.build()),
+/// The DynamoDB store as configured by `DYNAMODB_ENDPOINT` and the table
+/// name variables.
+pub fn dynamodb_store_from_env(sdk: &aws_config::SdkConfig) -> DynamoStore {
+    dynamodb_store(
+        sdk,
+        env("DYNAMODB_ENDPOINT").as_deref(),
         DynamoTables::from_env(),
     )
+}
+
+/// `endpoint` points the store at a DynamoDB-API server for local runs and
+/// tests (moto on 127.0.0.1); `None` is AWS.
+pub fn dynamodb_store(
+    sdk: &aws_config::SdkConfig,
+    endpoint: Option<&str>,
+    tables: DynamoTables,
+) -> DynamoStore {
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(builder.build()), tables)
 }
 
 /// A workflow port that refuses everything: for tests and tools that must
@@ -108,7 +119,7 @@ impl Workflow for NoWorkflow {
 /// Dependencies of the HTTP functions on AWS.
 pub async fn lambda_app() -> Result<App, ConfigError> {
     let sdk = aws_config().await;
-    let store = Arc::new(dynamodb_store(&sdk));
+    let store = Arc::new(dynamodb_store_from_env(&sdk));
     let workflow = step_functions(&sdk);
     let auth_config = AuthConfig::from_env().map_err(|e| ConfigError(e.to_string()))?;
     let auth = JwtAuthenticator::new(auth_config).map_err(|e| ConfigError(e.to_string()))?;
@@ -123,7 +134,7 @@ pub async fn lambda_app() -> Result<App, ConfigError> {
 /// Dependencies of the step functions on AWS.
 pub async fn lambda_step_deps() -> Result<StepDeps, ConfigError> {
     let sdk = aws_config().await;
-    let store = Arc::new(dynamodb_store(&sdk));
+    let store = Arc::new(dynamodb_store_from_env(&sdk));
     Ok(StepDeps {
         purchases: store.clone(),
         inventory: store,

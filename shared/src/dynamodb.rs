@@ -569,7 +569,7 @@ fn page_token(
 /// customer, or a different index) is refused rather than passed on, so it
 /// cannot reach into someone else's partition.
 fn start_key(token: &str, partition: &str, partition_value: &str) -> Result<Item, StoreError> {
-    let invalid = || StoreError::Internal("invalid page token".into());
+    let invalid = || StoreError::InvalidPageToken;
     let key: BTreeMap<String, String> = serde_json::from_str(token).map_err(|_| invalid())?;
     if key.len() != 2 || key.get(partition).map(String::as_str) != Some(partition_value) {
         return Err(invalid());

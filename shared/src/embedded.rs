@@ -196,7 +196,7 @@ impl PurchaseStore for EmbeddedStore {
                             None => format!("{customer}\u{1}"),
                         };
                         if !high.starts_with(&low) && query.next_token.is_some() {
-                            return Err(StoreError::Internal("invalid page token".into()));
+                            return Err(StoreError::InvalidPageToken);
                         }
                         let range = index.range(low.as_str()..high.as_str()).map_err(internal)?;
                         Box::new(range.rev().map(|entry| {

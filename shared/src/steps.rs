@@ -95,7 +95,9 @@ impl From<StoreError> for StepError {
                 StepError::Transient(error.to_string())
             }
             StoreError::OutOfStock { .. } => StepError::OutOfStock(error.to_string()),
-            StoreError::AlreadyExists(_) | StoreError::Internal(_) => {
+            StoreError::AlreadyExists(_)
+            | StoreError::InvalidPageToken
+            | StoreError::Internal(_) => {
                 StepError::Internal(error.to_string())
             }
         }

@@ -21,6 +21,9 @@ pub enum StoreError {
         requested: u32,
         available: i64,
     },
+    /// A `next_token` this store did not hand out (or for another listing).
+    #[error("invalid page token")]
+    InvalidPageToken,
     /// Throttling or a passing outage; retrying later may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -35,7 +35,16 @@ pub struct Harness {
     pub provisioning: Arc<SimulatedProvisioner>,
     pub system: Arc<LocalSystem>,
     pub data_dir: PathBuf,
+    store: StoreChoice,
     server: tokio::task::JoinHandle<()>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// What a stopped harness leaves behind for a restart on the same data.
+pub struct Stopped {
+    data_dir: PathBuf,
+    secret: String,
+    store: StoreChoice,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -52,8 +61,30 @@ impl Default for Setup {
             hook: None,
             data_dir: None,
             secret: None,
-            store: StoreChoice::Embedded,
+            store: store_under_test(),
         }
+    }
+}
+
+/// `PURCHASE_TEST_STORE=dynamodb` runs the same tests against the DynamoDB
+/// store on the moto server at `AWS_TEST_ENDPOINT` (scripts/test.sh does a
+/// second run so), each harness with tables of its own.
+fn store_under_test() -> StoreChoice {
+    match std::env::var("PURCHASE_TEST_STORE").as_deref() {
+        Ok("dynamodb") => {
+            let endpoint = std::env::var("AWS_TEST_ENDPOINT")
+                .expect("PURCHASE_TEST_STORE=dynamodb needs AWS_TEST_ENDPOINT (scripts/test.sh starts moto)");
+            let prefix = format!("t{}", fastrand::u64(..));
+            StoreChoice::DynamoDb {
+                endpoint: Some(endpoint),
+                tables: shared::dynamodb::DynamoTables {
+                    purchases: format!("{prefix}-purchases"),
+                    products: format!("{prefix}-products"),
+                    idempotency: format!("{prefix}-idempotency"),
+                },
+            }
+        }
+        _ => StoreChoice::Embedded,
     }
 }
 
@@ -84,7 +115,7 @@ impl Harness {
         let options = LocalOptions {
             data_dir: data_dir.clone(),
             catalog_file: Some(catalog_file),
-            store: setup.store,
+            store: setup.store.clone(),
             auth: AuthConfig {
                 issuer: local::DEFAULT_ISSUER.into(),
                 audience: local::DEFAULT_AUDIENCE.into(),
@@ -112,16 +143,34 @@ impl Harness {
             provisioning,
             system,
             data_dir,
+            store: setup.store,
             server,
             _dir: dir,
         }
     }
 
-    /// Stops serving; the data directory stays for a restart.
-    pub async fn stop(self) -> (PathBuf, String, Option<tempfile::TempDir>) {
+    /// Stops serving; the data stays for [`Harness::restart`].
+    pub async fn stop(self) -> Stopped {
         self.server.abort();
         let _ = self.server.await;
-        (self.data_dir, self.secret, self._dir)
+        Stopped {
+            data_dir: self.data_dir,
+            secret: self.secret,
+            store: self.store,
+            _dir: self._dir,
+        }
+    }
+
+    /// A new orchestrator on the data a stopped one left.
+    pub async fn restart(stopped: Stopped) -> (Harness, Option<tempfile::TempDir>) {
+        let harness = Harness::start_with(Setup {
+            data_dir: Some(stopped.data_dir),
+            secret: Some(stopped.secret),
+            store: stopped.store,
+            ..Setup::default()
+        })
+        .await;
+        (harness, stopped._dir)
     }
 
     pub fn token(&self, customer: &str, scopes: &[Scope]) -> String {
