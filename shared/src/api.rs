@@ -11,13 +11,14 @@ use serde::Serialize;
 
 use crate::auth::{Authenticator, Caller, Scope};
 use crate::error::{ApiError, json_response};
+use crate::idempotency;
 use crate::model::{
     FailureReason, LineStatus, PaymentStatus, ProductKind, Purchase, PurchaseLine, PurchaseStatus,
     ShippingAddress, ShippingStatus, TimelineEntry,
 };
 use crate::rules::{self, RuleResult};
 use crate::steps::modify_purchase;
-use crate::store::{Inventory, PurchaseQuery, PurchaseStore, StoreError};
+use crate::store::{IdempotencyStore, Inventory, PurchaseQuery, PurchaseStore, StoreError};
 use crate::validation::{
     CreatePurchaseRequest, RequestedLine, UpdatePurchaseRequest, parse_json_body, price_lines,
 };
@@ -34,6 +35,7 @@ pub struct App {
     pub inventory: Arc<dyn Inventory>,
     pub workflow: Arc<dyn Workflow>,
     pub auth: Arc<dyn Authenticator>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
 }
 
 /// A request as the handlers see it, independent of API Gateway or hyper.
@@ -208,65 +210,81 @@ async fn priced_lines(
 pub async fn create_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
     respond(request, async {
         let caller = authenticate(app, request, Scope::Write).await?;
-        let body: CreatePurchaseRequest = parse_json_body(&request.headers, &request.body)?;
-        let new = body.validate()?;
-        if !caller.may_access(&new.customer_id) {
-            return Err(ApiError::Forbidden {
-                reason: format!("{} may not buy for customer {}", caller.customer_id, new.customer_id),
-            });
-        }
-        let (products, currency, total_amount) = priced_lines(app, &new.products).await?;
-        let now = Utc::now();
-        let shipping_status = if products.iter().any(|l| l.kind == ProductKind::Physical) {
-            ShippingStatus::Pending
-        } else {
-            ShippingStatus::NotRequired
-        };
-        let mut purchase = Purchase {
-            // UUIDv7: unique without coordination and sorted by creation time,
-            // which the stores use to list newest first.
-            purchase_id: uuid::Uuid::now_v7().to_string(),
-            customer_id: new.customer_id,
-            status: PurchaseStatus::Pending,
-            products,
-            currency,
-            total_amount,
-            payment_details: crate::model::PaymentDetails {
-                method: new.payment_method,
-                transaction_id: new.transaction_id,
-            },
-            payment_status: PaymentStatus::Pending,
-            payment_reference: None,
-            shipping_address: new.shipping_address,
-            shipping_status,
-            failure_reason: None,
-            held_from: None,
-            review_token: None,
-            timeline: Vec::new(),
-            rule_results: Vec::new(),
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
-        purchase.record("Create", "ACCEPTED", None);
-        app.purchases.create_purchase(&purchase).await?;
-        tracing::info!(purchase_id = %purchase.purchase_id, customer_id = %purchase.customer_id, "purchase created");
-        if let Err(error) = app.workflow.start(&purchase.purchase_id).await {
-            return Err(workflow_start_failed(app, &purchase.purchase_id, error).await);
-        }
-        let mut response = to_json(
-            StatusCode::CREATED,
-            &status_message(
-                &purchase,
-                "purchase accepted; availability check, payment and provisioning follow",
-            ),
-        )?;
-        if let Ok(location) = HeaderValue::from_str(&format!("{BASE_PATH}/purchases/{}", purchase.purchase_id)) {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
-        Ok(response)
+        idempotency::run_once(
+            app.idempotency.as_ref(),
+            Endpoint::CreatePurchase,
+            &caller,
+            request,
+            || create(app, request, &caller),
+        )
+        .await
     })
     .await
+}
+
+async fn create(app: &App, request: &ApiRequest, caller: &Caller) -> Result<ApiResponse, ApiError> {
+    let body: CreatePurchaseRequest = parse_json_body(&request.headers, &request.body)?;
+    let new = body.validate()?;
+    if !caller.may_access(&new.customer_id) {
+        return Err(ApiError::Forbidden {
+            reason: format!(
+                "{} may not buy for customer {}",
+                caller.customer_id, new.customer_id
+            ),
+        });
+    }
+    let (products, currency, total_amount) = priced_lines(app, &new.products).await?;
+    let now = Utc::now();
+    let shipping_status = if products.iter().any(|l| l.kind == ProductKind::Physical) {
+        ShippingStatus::Pending
+    } else {
+        ShippingStatus::NotRequired
+    };
+    let mut purchase = Purchase {
+        // UUIDv7: unique without coordination and sorted by creation time,
+        // which the stores use to list newest first.
+        purchase_id: uuid::Uuid::now_v7().to_string(),
+        customer_id: new.customer_id,
+        status: PurchaseStatus::Pending,
+        products,
+        currency,
+        total_amount,
+        payment_details: crate::model::PaymentDetails {
+            method: new.payment_method,
+            transaction_id: new.transaction_id,
+        },
+        payment_status: PaymentStatus::Pending,
+        payment_reference: None,
+        shipping_address: new.shipping_address,
+        shipping_status,
+        failure_reason: None,
+        held_from: None,
+        review_token: None,
+        timeline: Vec::new(),
+        rule_results: Vec::new(),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    purchase.record("Create", "ACCEPTED", None);
+    app.purchases.create_purchase(&purchase).await?;
+    tracing::info!(purchase_id = %purchase.purchase_id, customer_id = %purchase.customer_id, "purchase created");
+    if let Err(error) = app.workflow.start(&purchase.purchase_id).await {
+        return Err(workflow_start_failed(app, &purchase.purchase_id, error).await);
+    }
+    let mut response = to_json(
+        StatusCode::CREATED,
+        &status_message(
+            &purchase,
+            "purchase accepted; availability check, payment and provisioning follow",
+        ),
+    )?;
+    if let Ok(location) =
+        HeaderValue::from_str(&format!("{BASE_PATH}/purchases/{}", purchase.purchase_id))
+    {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
 }
 
 /// The purchase is stored but no workflow will run it: record that it
@@ -410,40 +428,51 @@ pub async fn update_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
 pub async fn cancel_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
     respond(request, async {
         let caller = authenticate(app, request, Scope::Write).await?;
-        let id = path_id(request)?;
-        load_visible(app, &caller, id).await?;
-        let mut already = false;
-        let purchase = modify_purchase(app.purchases.as_ref(), id, |p| {
-            already = p.status == PurchaseStatus::Cancelled;
-            if already {
-                return Ok(false);
-            }
-            if p.status.is_terminal() {
-                return Err(ApiError::Conflict(format!(
-                    "purchase {} is {} and can no longer be cancelled",
-                    p.purchase_id, p.status
-                )));
-            }
-            p.move_to(PurchaseStatus::Cancelled)?;
-            p.record(
-                "Cancel",
-                "REQUESTED",
-                Some(format!("by {}", caller.customer_id)),
-            );
-            Ok(true)
-        })
-        .await?;
-        // A held purchase's workflow is waiting for a review: tell it now
-        // (again, on a repeated cancel, if the first notice did not get through).
-        notify_waiting_workflow(app, &purchase).await?;
-        let message = if already {
-            "purchase was already cancelled"
-        } else {
-            "purchase cancelled; held stock is released and any captured payment refunded"
-        };
-        to_json(StatusCode::OK, &status_message(&purchase, message))
+        idempotency::run_once(
+            app.idempotency.as_ref(),
+            Endpoint::CancelPurchase,
+            &caller,
+            request,
+            || cancel(app, request, &caller),
+        )
+        .await
     })
     .await
+}
+
+async fn cancel(app: &App, request: &ApiRequest, caller: &Caller) -> Result<ApiResponse, ApiError> {
+    let id = path_id(request)?;
+    load_visible(app, &caller, id).await?;
+    let mut already = false;
+    let purchase = modify_purchase(app.purchases.as_ref(), id, |p| {
+        already = p.status == PurchaseStatus::Cancelled;
+        if already {
+            return Ok(false);
+        }
+        if p.status.is_terminal() {
+            return Err(ApiError::Conflict(format!(
+                "purchase {} is {} and can no longer be cancelled",
+                p.purchase_id, p.status
+            )));
+        }
+        p.move_to(PurchaseStatus::Cancelled)?;
+        p.record(
+            "Cancel",
+            "REQUESTED",
+            Some(format!("by {}", caller.customer_id)),
+        );
+        Ok(true)
+    })
+    .await?;
+    // A held purchase's workflow is waiting for a review: tell it now
+    // (again, on a repeated cancel, if the first notice did not get through).
+    notify_waiting_workflow(app, &purchase).await?;
+    let message = if already {
+        "purchase was already cancelled"
+    } else {
+        "purchase cancelled; held stock is released and any captured payment refunded"
+    };
+    to_json(StatusCode::OK, &status_message(&purchase, message))
 }
 
 /// Hands a review decision (or a cancellation) to the workflow task waiting

@@ -125,7 +125,8 @@ pub async fn lambda_app() -> Result<App, ConfigError> {
     let auth = JwtAuthenticator::new(auth_config).map_err(|e| ConfigError(e.to_string()))?;
     Ok(App {
         purchases: store.clone(),
-        inventory: store,
+        inventory: store.clone(),
+        idempotency: store,
         workflow,
         auth: Arc::new(auth),
     })

@@ -1077,19 +1077,25 @@ impl IdempotencyStore for DynamoStore {
         Ok((record.expires_at > chrono::Utc::now()).then_some(record))
     }
 
-    async fn complete(&self, key: &str, response: &StoredResponse) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.tables.idempotency)
             .set_key(Some(idempotency_key(key)))
-            .update_expression("SET #response = :response")
+            .update_expression("SET #response = :response, #expiresAt = :expiresAt")
             .condition_expression("attribute_exists(#key) AND #expiresAt > :now")
             .expression_attribute_names("#key", IDEMPOTENCY_KEY)
             .expression_attribute_names("#expiresAt", EXPIRES_AT)
             .expression_attribute_names("#response", RESPONSE)
             .expression_attribute_values(":now", n(now_seconds()))
             .expression_attribute_values(":response", AttributeValue::M(to_item(response)?))
+            .expression_attribute_values(":expiresAt", n(expires_at.timestamp()))
             .send()
             .await;
         match result {

@@ -427,7 +427,12 @@ impl IdempotencyStore for EmbeddedStore {
         .await
     }
 
-    async fn complete(&self, key: &str, response: &StoredResponse) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
         let key = key.to_owned();
         let response = response.clone();
         self.blocking(move |db| {
@@ -438,6 +443,7 @@ impl IdempotencyStore for EmbeddedStore {
                     return Err(StoreError::NotFound(format!("idempotency key {key}")));
                 };
                 record.response = Some(response);
+                record.expires_at = expires_at;
                 let bytes = encode(&record)?;
                 table
                     .insert(key.as_str(), bytes.as_slice())

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dynamodb;
 pub mod embedded;
 pub mod error;
+pub mod idempotency;
 pub mod lambda;
 pub mod model;
 pub mod payment;

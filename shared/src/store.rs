@@ -126,9 +126,16 @@ pub trait IdempotencyStore: Send + Sync {
     /// The live record for `key`, if any.
     async fn get(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
 
-    /// Stores the response of the request that claimed `key`; `NotFound` if
-    /// no live record holds it.
-    async fn complete(&self, key: &str, response: &StoredResponse) -> Result<(), StoreError>;
+    /// Stores the response of the request that claimed `key` and keeps it
+    /// until `expires_at` (a claim lives only as long as a request may run;
+    /// a response lives as long as retries are honoured). `NotFound` if no
+    /// live record holds the key.
+    async fn complete(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError>;
 
     /// Frees `key` so a retry can run again (the claiming request failed
     /// without side effects). Removing an absent key is not an error.

@@ -813,7 +813,9 @@ async fn idempotency_key_is_claimed_once(stores: Stores) {
 }
 
 async fn idempotency_complete_stores_the_response(stores: Stores) {
-    let claim = record("key-1", "body-a", at(Duration::hours(24)));
+    // Claimed for as long as a request may run; kept for a day once answered.
+    let claim = record("key-1", "body-a", at(Duration::seconds(60)));
+    let kept_until = at(Duration::hours(24));
     stores.idempotency.put_if_absent(&claim).await.unwrap();
     let response = StoredResponse {
         status_code: 201,
@@ -821,11 +823,12 @@ async fn idempotency_complete_stores_the_response(stores: Stores) {
     };
     stores
         .idempotency
-        .complete("key-1", &response)
+        .complete("key-1", &response, kept_until)
         .await
         .unwrap();
     let expected = IdempotencyRecord {
         response: Some(response.clone()),
+        expires_at: kept_until,
         ..claim
     };
     assert_eq!(
@@ -841,7 +844,7 @@ async fn idempotency_complete_stores_the_response(stores: Stores) {
 
     let error = stores
         .idempotency
-        .complete("never-claimed", &response)
+        .complete("never-claimed", &response, kept_until)
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::NotFound(_)), "{error:?}");
@@ -863,7 +866,7 @@ async fn idempotency_record_expires(stores: Stores) {
     };
     let error = stores
         .idempotency
-        .complete("key-1", &response)
+        .complete("key-1", &response, at(Duration::hours(24)))
         .await
         .unwrap_err();
     assert!(
