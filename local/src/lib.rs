@@ -18,7 +18,7 @@ use shared::auth::{AuthConfig, JwtAuthenticator};
 use shared::payment::PaymentGateway;
 use shared::provisioning::Provisioner;
 use shared::steps::StepDeps;
-use shared::store::{Inventory, PurchaseStore};
+use shared::store::{IdempotencyStore, Inventory, PurchaseStore};
 
 pub use workflow::{LocalWorkflow, StepHook};
 
@@ -132,22 +132,28 @@ impl LocalSystem {
     pub async fn start(options: LocalOptions) -> Result<LocalSystem, LocalError> {
         let embedded = shared::embedded::EmbeddedStore::open(&options.data_dir)
             .map_err(|e| LocalError(e.to_string()))?;
-        let (purchases, inventory): (Arc<dyn PurchaseStore>, Arc<dyn Inventory>) =
-            match options.store {
-                StoreChoice::Embedded => (Arc::new(embedded.clone()), Arc::new(embedded.clone())),
-                StoreChoice::DynamoDb { endpoint, tables } => {
-                    let sdk = shared::config::aws_config().await;
-                    let store = shared::config::dynamodb_store(&sdk, endpoint.as_deref(), tables);
-                    // Local mode owns its tables (on AWS the SAM template
-                    // does): create whichever are missing, keep the rest.
-                    store
-                        .create_tables()
-                        .await
-                        .map_err(|e| LocalError(format!("creating DynamoDB tables: {e}")))?;
-                    let store = Arc::new(store);
-                    (store.clone(), store)
-                }
-            };
+        let (purchases, inventory, idempotency): (
+            Arc<dyn PurchaseStore>,
+            Arc<dyn Inventory>,
+            Arc<dyn IdempotencyStore>,
+        ) = match options.store {
+            StoreChoice::Embedded => {
+                let store = Arc::new(embedded.clone());
+                (store.clone(), store.clone(), store)
+            }
+            StoreChoice::DynamoDb { endpoint, tables } => {
+                let sdk = shared::config::aws_config().await;
+                let store = shared::config::dynamodb_store(&sdk, endpoint.as_deref(), tables);
+                // Local mode owns its tables (on AWS the SAM template
+                // does): create whichever are missing, keep the rest.
+                store
+                    .create_tables()
+                    .await
+                    .map_err(|e| LocalError(format!("creating DynamoDB tables: {e}")))?;
+                let store = Arc::new(store);
+                (store.clone(), store.clone(), store)
+            }
+        };
         let products =
             catalog::load(options.catalog_file.as_deref()).map_err(LocalError::wrap("catalog"))?;
         for product in &products {
@@ -187,6 +193,7 @@ impl LocalSystem {
             inventory,
             workflow: workflow.clone(),
             auth: Arc::new(auth),
+            idempotency,
         };
         Ok(LocalSystem {
             app,
