@@ -58,7 +58,20 @@ pub struct LocalOptions {
     /// Called before every step task runs; tests use it to stop a workflow
     /// at a chosen step.
     pub step_hook: Option<Arc<dyn StepHook>>,
+    /// Wraps the stores before anything uses them; the reliability tests
+    /// use it to inject faults.
+    pub store_layer: Option<StoreLayer>,
 }
+
+/// The three store ports, as one bundle.
+#[derive(Clone)]
+pub struct Stores {
+    pub purchases: Arc<dyn PurchaseStore>,
+    pub inventory: Arc<dyn Inventory>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+}
+
+pub type StoreLayer = Arc<dyn Fn(Stores) -> Stores + Send + Sync>;
 
 pub const DEFAULT_ISSUER: &str = "purchase-orchestrator-local";
 pub const DEFAULT_AUDIENCE: &str = "purchase-orchestrator";
@@ -114,6 +127,7 @@ impl LocalOptions {
             provisioning: shared::config::provisioner(simulator)
                 .map_err(|e| LocalError(e.to_string()))?,
             step_hook: None,
+            store_layer: None,
         })
     }
 }
@@ -154,6 +168,19 @@ impl LocalSystem {
                 (store.clone(), store.clone(), store)
             }
         };
+        let mut stores = Stores {
+            purchases,
+            inventory,
+            idempotency,
+        };
+        if let Some(layer) = &options.store_layer {
+            stores = layer(stores);
+        }
+        let Stores {
+            purchases,
+            inventory,
+            idempotency,
+        } = stores;
         let products =
             catalog::load(options.catalog_file.as_deref()).map_err(LocalError::wrap("catalog"))?;
         for product in &products {

@@ -245,9 +245,8 @@ pub async fn modify_purchase<E>(
 where
     E: From<StoreError>,
 {
-    const ATTEMPTS: usize = 16;
-    let mut last_conflict = StoreError::VersionConflict;
-    for _ in 0..ATTEMPTS {
+    const ATTEMPTS: u32 = 24;
+    for attempt in 0..ATTEMPTS {
         let mut purchase = store
             .get_purchase(purchase_id)
             .await?
@@ -258,13 +257,16 @@ where
         match store.update_purchase(&mut purchase).await {
             Ok(()) => return Ok(purchase),
             Err(StoreError::VersionConflict) => {
-                last_conflict = StoreError::VersionConflict;
-                tokio::task::yield_now().await;
+                // Many writers on one purchase (a burst of PUTs, a cancel
+                // racing a step): back off with full jitter so they spread
+                // out instead of colliding again in lockstep.
+                let cap_ms = 1u64 << attempt.min(8);
+                tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=cap_ms))).await;
             }
             Err(other) => return Err(other.into()),
         }
     }
-    Err(last_conflict.into())
+    Err(StoreError::VersionConflict.into())
 }
 
 async fn load(deps: &StepDeps, id: &str) -> Result<Purchase, StepError> {

@@ -2,6 +2,8 @@
 //! its own data directory, catalog, JWT secret and simulators.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod faults;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +22,7 @@ pub const CATALOG: &str = r#"[
   {"id": "mug", "name": "Mug", "unitPrice": 1250, "currency": "EUR", "stock": 100, "kind": "physical"},
   {"id": "poster", "name": "Poster", "unitPrice": 5000, "currency": "EUR", "stock": 1, "kind": "physical"},
   {"id": "limited", "name": "Limited edition", "unitPrice": 700, "currency": "EUR", "stock": 5, "kind": "digital"},
+  {"id": "hundred", "name": "Hundred pieces", "unitPrice": 100, "currency": "EUR", "stock": 100, "kind": "digital"},
   {"id": "sticker", "name": "Sticker", "unitPrice": 300, "currency": "USD", "stock": 100, "kind": "physical"},
   {"id": "fail-provision-key", "name": "Refused license", "unitPrice": 900, "currency": "EUR", "stock": 100, "kind": "digital"}
 ]"#;
@@ -50,6 +53,8 @@ pub struct Stopped {
 
 pub struct Setup {
     pub hook: Option<Arc<dyn StepHook>>,
+    pub store_layer: Option<local::StoreLayer>,
+    pub payments: Option<Arc<dyn shared::payment::PaymentGateway>>,
     pub data_dir: Option<PathBuf>,
     pub secret: Option<String>,
     pub store: StoreChoice,
@@ -59,6 +64,8 @@ impl Default for Setup {
     fn default() -> Self {
         Setup {
             hook: None,
+            store_layer: None,
+            payments: None,
             data_dir: None,
             secret: None,
             store: store_under_test(),
@@ -124,9 +131,10 @@ impl Harness {
                     secret: secret.clone(),
                 },
             },
-            payments: payments.clone(),
+            payments: setup.payments.clone().unwrap_or_else(|| payments.clone()),
             provisioning: provisioning.clone(),
             step_hook: setup.hook,
+            store_layer: setup.store_layer,
         };
         let system = Arc::new(LocalSystem::start(options).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -238,17 +246,23 @@ impl Harness {
         json["purchaseId"].as_str().unwrap().to_owned()
     }
 
+    /// GETs a purchase, riding out 503s (the reliability tests inject them).
     pub async fn get(&self, id: &str) -> Value {
-        let (status, json, _) = self
-            .send(
-                reqwest::Method::GET,
-                &format!("/purchases/{id}"),
-                &self.admin_token(),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{json}");
-        json
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, json, _) = self
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/purchases/{id}"),
+                    &self.admin_token(),
+                    None,
+                )
+                .await;
+            if status != 503 || Instant::now() > deadline {
+                assert_eq!(status, 200, "{json}");
+                return json;
+            }
+        }
     }
 
     pub async fn cancel(&self, id: &str) -> (u16, Value) {
@@ -263,24 +277,28 @@ impl Harness {
         (status, json)
     }
 
-    /// Polls until the purchase reaches a terminal status (deadline 30 s).
+    /// Polls until the purchase reaches its final status and the workflow
+    /// has finished with it (deadline 30 s).
     pub async fn wait_final(&self, id: &str) -> Value {
-        self.wait_until(id, |p| {
-            matches!(
-                p["status"].as_str(),
-                Some("COMPLETED" | "FAILED" | "CANCELLED" | "REJECTED")
-            ) && p["timeline"].as_array().is_some_and(|t| {
-                t.iter().any(|e| {
-                    e["step"] == "FinalizePurchase"
-                        || e["step"] == "ProvisionProducts" && e["outcome"] == "SUCCEEDED"
-                })
-            })
-        })
-        .await
+        self.wait_final_within(id, Duration::from_secs(30)).await
+    }
+
+    pub async fn wait_final_within(&self, id: &str, limit: Duration) -> Value {
+        self.wait_until_within(id, limit, is_final).await
     }
 
     pub async fn wait_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_until_within(id, Duration::from_secs(30), done)
+            .await
+    }
+
+    pub async fn wait_until_within(
+        &self,
+        id: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
         loop {
             let purchase = self.get(id).await;
             if done(&purchase) {
@@ -295,15 +313,28 @@ impl Harness {
     }
 
     pub async fn stock(&self, product: &str) -> i64 {
-        let products = self
-            .system
-            .app
-            .inventory
-            .get_products(&[product.to_owned()])
-            .await
-            .unwrap();
-        products[0].stock
+        let ids = [product.to_owned()];
+        for _ in 0..100 {
+            // Injected faults may refuse a read; the next one gets through.
+            if let Ok(products) = self.system.app.inventory.get_products(&ids).await {
+                return products[0].stock;
+            }
+        }
+        panic!("could not read the stock of {product}");
     }
+}
+
+/// Terminal, and the workflow is done with it (completed, or compensated and finalized).
+pub fn is_final(p: &Value) -> bool {
+    matches!(
+        p["status"].as_str(),
+        Some("COMPLETED" | "FAILED" | "CANCELLED" | "REJECTED")
+    ) && p["timeline"].as_array().is_some_and(|t| {
+        t.iter().any(|e| {
+            e["step"] == "FinalizePurchase"
+                || (e["step"] == "ProvisionProducts" && e["outcome"] == "SUCCEEDED")
+        })
+    })
 }
 
 pub fn purchase_body(products: &[(&str, u32)], token: &str) -> Value {
