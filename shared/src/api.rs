@@ -20,7 +20,8 @@ use crate::rules::{self, RuleResult};
 use crate::steps::modify_purchase;
 use crate::store::{IdempotencyStore, Inventory, PurchaseQuery, PurchaseStore, StoreError};
 use crate::validation::{
-    CreatePurchaseRequest, RequestedLine, UpdatePurchaseRequest, parse_json_body, price_lines,
+    CreatePurchaseRequest, RequestedLine, UpdatePurchaseRequest, limits, parse_json_body,
+    price_lines,
 };
 use crate::workflow::{Workflow, WorkflowError, review_decision};
 
@@ -635,7 +636,17 @@ pub async fn list_purchases(app: &App, request: &ApiRequest) -> ApiResponse {
         };
         for (key, value) in &request.query {
             match key.as_str() {
-                "customerId" => query.customer_id = Some(value.clone()),
+                "customerId" => {
+                    if value.trim().is_empty()
+                        || value.chars().count() > limits::MAX_CUSTOMER_ID_CHARS
+                    {
+                        return Err(ApiError::invalid(
+                            "customerId",
+                            format!("must be 1 to {} characters", limits::MAX_CUSTOMER_ID_CHARS),
+                        ));
+                    }
+                    query.customer_id = Some(value.clone());
+                }
                 "status" => {
                     query.status = Some(PurchaseStatus::parse(value).ok_or_else(|| {
                         ApiError::invalid("status", format!("{value:?} is not a purchase status"))
