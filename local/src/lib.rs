@@ -18,7 +18,7 @@ use shared::auth::{AuthConfig, JwtAuthenticator};
 use shared::payment::PaymentGateway;
 use shared::provisioning::Provisioner;
 use shared::steps::StepDeps;
-use shared::store::{IdempotencyStore, Inventory, PurchaseStore};
+use shared::store::{IdempotencyStore, Inventory, PurchaseStore, RuleSetStore};
 
 pub use workflow::{LocalWorkflow, StepHook};
 
@@ -69,6 +69,22 @@ pub struct Stores {
     pub purchases: Arc<dyn PurchaseStore>,
     pub inventory: Arc<dyn Inventory>,
     pub idempotency: Arc<dyn IdempotencyStore>,
+    pub rule_sets: Arc<dyn RuleSetStore>,
+}
+
+impl Stores {
+    /// One store serving every port (both the embedded and the DynamoDB store do).
+    pub fn of<S>(store: Arc<S>) -> Stores
+    where
+        S: PurchaseStore + Inventory + IdempotencyStore + RuleSetStore + 'static,
+    {
+        Stores {
+            purchases: store.clone(),
+            inventory: store.clone(),
+            idempotency: store.clone(),
+            rule_sets: store,
+        }
+    }
 }
 
 pub type StoreLayer = Arc<dyn Fn(Stores) -> Stores + Send + Sync>;
@@ -146,15 +162,8 @@ impl LocalSystem {
     pub async fn start(options: LocalOptions) -> Result<LocalSystem, LocalError> {
         let embedded = shared::embedded::EmbeddedStore::open(&options.data_dir)
             .map_err(|e| LocalError(e.to_string()))?;
-        let (purchases, inventory, idempotency): (
-            Arc<dyn PurchaseStore>,
-            Arc<dyn Inventory>,
-            Arc<dyn IdempotencyStore>,
-        ) = match options.store {
-            StoreChoice::Embedded => {
-                let store = Arc::new(embedded.clone());
-                (store.clone(), store.clone(), store)
-            }
+        let mut stores = match options.store {
+            StoreChoice::Embedded => Stores::of(Arc::new(embedded.clone())),
             StoreChoice::DynamoDb { endpoint, tables } => {
                 let sdk = shared::config::aws_config().await;
                 let store = shared::config::dynamodb_store(&sdk, endpoint.as_deref(), tables);
@@ -164,14 +173,8 @@ impl LocalSystem {
                     .create_tables()
                     .await
                     .map_err(|e| LocalError(format!("creating DynamoDB tables: {e}")))?;
-                let store = Arc::new(store);
-                (store.clone(), store.clone(), store)
+                Stores::of(Arc::new(store))
             }
-        };
-        let mut stores = Stores {
-            purchases,
-            inventory,
-            idempotency,
         };
         if let Some(layer) = &options.store_layer {
             stores = layer(stores);
@@ -180,6 +183,7 @@ impl LocalSystem {
             purchases,
             inventory,
             idempotency,
+            rule_sets,
         } = stores;
         let products =
             catalog::load(options.catalog_file.as_deref()).map_err(LocalError::wrap("catalog"))?;
@@ -193,6 +197,7 @@ impl LocalSystem {
         let steps = StepDeps {
             purchases: purchases.clone(),
             inventory: inventory.clone(),
+            rule_sets: rule_sets.clone(),
             payments: options.payments.clone(),
             provisioning: options.provisioning.clone(),
             workflow: callbacks.clone(),
@@ -221,6 +226,7 @@ impl LocalSystem {
             workflow: workflow.clone(),
             auth: Arc::new(auth),
             idempotency,
+            rule_sets,
         };
         Ok(LocalSystem {
             app,

@@ -9,12 +9,14 @@ use shared::api::{ApiRequest, ApiResponse, App, BASE_PATH, Endpoint};
 use shared::error::ApiError;
 use shared::validation::limits::MAX_BODY_BYTES;
 
-async fn dispatch(
-    endpoint: Endpoint,
-    app: &App,
-    purchase_id: Option<String>,
-    request: Request,
-) -> ApiResponse {
+/// The path parameter a route carries, if any.
+enum PathId {
+    None,
+    Purchase(String),
+    RuleSet(String),
+}
+
+async fn dispatch(endpoint: Endpoint, app: &App, path_id: PathId, request: Request) -> ApiResponse {
     let request_id = uuid::Uuid::now_v7().to_string();
     let (parts, body) = request.into_parts();
     let query = parts.uri.query().map(url_pairs).unwrap_or_default();
@@ -27,10 +29,16 @@ async fn dispatch(
                 .into_response(&request_id);
         }
     };
+    let (purchase_id, rule_set_name) = match path_id {
+        PathId::None => (None, None),
+        PathId::Purchase(id) => (Some(id), None),
+        PathId::RuleSet(name) => (None, Some(name)),
+    };
     let api_request = ApiRequest {
         headers: parts.headers,
         body,
         purchase_id,
+        rule_set_name,
         query,
         request_id: request_id.clone(),
     };
@@ -86,22 +94,32 @@ pub fn router(app: App) -> Router {
         .route(
             "/purchases",
             post(|State(app): State<App>, request: Request| async move {
-                response(dispatch(Endpoint::CreatePurchase, &app, None, request).await)
+                response(dispatch(Endpoint::CreatePurchase, &app, PathId::None, request).await)
             })
             .get(|State(app): State<App>, request: Request| async move {
-                response(dispatch(Endpoint::ListPurchases, &app, None, request).await)
+                response(dispatch(Endpoint::ListPurchases, &app, PathId::None, request).await)
             }),
         )
         .route(
             "/purchases/{purchase_id}",
             get(
                 |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                    response(dispatch(Endpoint::GetPurchase, &app, Some(id), request).await)
+                    response(
+                        dispatch(Endpoint::GetPurchase, &app, PathId::Purchase(id), request).await,
+                    )
                 },
             )
             .put(
                 |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                    response(dispatch(Endpoint::UpdatePurchase, &app, Some(id), request).await)
+                    response(
+                        dispatch(
+                            Endpoint::UpdatePurchase,
+                            &app,
+                            PathId::Purchase(id),
+                            request,
+                        )
+                        .await,
+                    )
                 },
             ),
         )
@@ -109,7 +127,15 @@ pub fn router(app: App) -> Router {
             "/purchases/{purchase_id}/cancel",
             post(
                 |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                    response(dispatch(Endpoint::CancelPurchase, &app, Some(id), request).await)
+                    response(
+                        dispatch(
+                            Endpoint::CancelPurchase,
+                            &app,
+                            PathId::Purchase(id),
+                            request,
+                        )
+                        .await,
+                    )
                 },
             ),
         )
@@ -117,7 +143,9 @@ pub fn router(app: App) -> Router {
             "/purchases/{purchase_id}/apply-rules",
             post(
                 |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                    response(dispatch(Endpoint::ApplyRules, &app, Some(id), request).await)
+                    response(
+                        dispatch(Endpoint::ApplyRules, &app, PathId::Purchase(id), request).await,
+                    )
                 },
             ),
         )
@@ -125,7 +153,60 @@ pub fn router(app: App) -> Router {
             "/purchases/{purchase_id}/review",
             post(
                 |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                    response(dispatch(Endpoint::ReviewPurchase, &app, Some(id), request).await)
+                    response(
+                        dispatch(
+                            Endpoint::ReviewPurchase,
+                            &app,
+                            PathId::Purchase(id),
+                            request,
+                        )
+                        .await,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/rules",
+            get(|State(app): State<App>, request: Request| async move {
+                response(dispatch(Endpoint::ListRuleSets, &app, PathId::None, request).await)
+            })
+            .post(|State(app): State<App>, request: Request| async move {
+                response(dispatch(Endpoint::CreateRuleSet, &app, PathId::None, request).await)
+            }),
+        )
+        .route(
+            "/rules/{name}",
+            get(
+                |State(app): State<App>, Path(name): Path<String>, request: Request| async move {
+                    response(
+                        dispatch(Endpoint::GetRuleSet, &app, PathId::RuleSet(name), request).await,
+                    )
+                },
+            )
+            .put(
+                |State(app): State<App>, Path(name): Path<String>, request: Request| async move {
+                    response(
+                        dispatch(
+                            Endpoint::UpdateRuleSet,
+                            &app,
+                            PathId::RuleSet(name),
+                            request,
+                        )
+                        .await,
+                    )
+                },
+            )
+            .delete(
+                |State(app): State<App>, Path(name): Path<String>, request: Request| async move {
+                    response(
+                        dispatch(
+                            Endpoint::DeleteRuleSet,
+                            &app,
+                            PathId::RuleSet(name),
+                            request,
+                        )
+                        .await,
+                    )
                 },
             ),
         )

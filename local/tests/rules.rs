@@ -327,3 +327,132 @@ async fn only_admins_apply_rules_or_review() {
     let (status, body) = review(&h, &id, "approve").await;
     assert_eq!(status, 409, "{body}");
 }
+
+async fn admin(
+    h: &Harness,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    h.send(method, path, &h.admin_token(), body).await
+}
+
+#[tokio::test]
+async fn rule_sets_are_managed_by_admins() {
+    let h = Harness::start().await;
+    let set = json!({"name": "b2b", "description": "bulk buyers", "rules": [{"id": "max-quantity", "parameters": {"max": 500}}]});
+    let (status, created, headers) = admin(&h, Method::POST, "/rules", Some(&set)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(headers["location"], "/purchase-orchestrator/rules/b2b");
+    assert_eq!(headers["etag"], "\"1\"");
+    assert_eq!(created["rules"], set["rules"]);
+    assert_eq!(created["updatedBy"], "back-office");
+    let (status, _, _) = admin(&h, Method::POST, "/rules", Some(&set)).await;
+    assert_eq!(status, 409, "names are unique");
+
+    let (status, fetched, _) = admin(&h, Method::GET, "/rules/b2b", None).await;
+    assert_eq!((status, &fetched), (200, &created));
+    let (_, list, _) = admin(&h, Method::GET, "/rules", None).await;
+    assert_eq!(list["ruleSets"].as_array().unwrap().len(), 1);
+
+    let change = json!({"rules": [{"id": "max-quantity", "parameters": {"max": 100}}]});
+    let stale = h
+        .client
+        .put(format!("{}/rules/b2b", h.base))
+        .bearer_auth(h.admin_token())
+        .header("if-match", "\"7\"")
+        .json(&change)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    let fresh = h
+        .client
+        .put(format!("{}/rules/b2b", h.base))
+        .bearer_auth(h.admin_token())
+        .header("if-match", "\"1\"")
+        .json(&change)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 200);
+    let updated: Value = fresh.json().await.unwrap();
+    assert_eq!(
+        (updated["version"].as_u64(), &updated["rules"]),
+        (Some(2), &change["rules"])
+    );
+
+    for (path, body, field) in [
+        ("/rules", json!({"name": "Bad Name!", "rules": []}), "name"),
+        (
+            "/rules",
+            json!({"name": "ok", "rules": [{"id": "max-quantity", "parameters": {"max": -1}}]}),
+            "rules[0].parameters.max",
+        ),
+        ("/rules", json!({"name": "ok"}), "rules"),
+    ] {
+        let (status, answer, _) = admin(&h, Method::POST, path, Some(&body)).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["details"][0]["field"], field, "{answer}");
+    }
+    let (status, _, _) = h
+        .send(Method::GET, "/rules", &h.customer_token(CUSTOMER), None)
+        .await;
+    assert_eq!(status, 403, "customers do not manage rules");
+
+    let (status, _, _) = admin(&h, Method::DELETE, "/rules/b2b", None).await;
+    assert_eq!(status, 204);
+    let (status, _, _) = admin(&h, Method::GET, "/rules/b2b", None).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = admin(&h, Method::DELETE, "/rules/b2b", None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_default_rule_set_is_the_workflows_first_step() {
+    let h = Harness::start().await;
+    let default = json!({"name": "default", "rules": [
+        {"id": "max-quantity", "parameters": {"max": 2}},
+        {"id": "max-order-value", "parameters": {"amount": 3000, "currency": "EUR", "onViolation": "hold"}}
+    ]});
+    assert_eq!(
+        admin(&h, Method::POST, "/rules", Some(&default)).await.0,
+        201
+    );
+
+    // Rejected before anything is held or charged.
+    let rejected = h.create_ok(&purchase_body(&[("mug", 3)], "tok_visa")).await;
+    let p = h.wait_final(&rejected).await;
+    assert_eq!(p["status"], "REJECTED");
+    assert_eq!(p["timeline"][1]["step"], "EvaluateRules");
+    assert_eq!(p["ruleResults"][0]["evaluatedBy"], "rule set default v1");
+    assert_eq!(h.stock("mug").await, 100);
+    assert_eq!(h.payments.ledger().captures, 0);
+
+    // Held for review, then approved: completes.
+    let held = h
+        .create_ok(&purchase_body(&[("poster", 1)], "tok_visa"))
+        .await;
+    h.wait_until(&held, |p| {
+        p["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["step"] == "AwaitReview")
+    })
+    .await;
+    assert_eq!(h.get(&held).await["status"], "ON_HOLD");
+    let (status, body) = review(&h, &held, "approve").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("PENDING")),
+        "{body}"
+    );
+    assert_eq!(h.wait_final(&held).await["status"], "COMPLETED");
+
+    // Within the rules: straight through.
+    let fine = h
+        .create_ok(&purchase_body(&[("ebook", 2)], "tok_visa"))
+        .await;
+    assert_eq!(h.wait_final(&fine).await["status"], "COMPLETED");
+}

@@ -126,7 +126,8 @@ pub async fn lambda_app() -> Result<App, ConfigError> {
     Ok(App {
         purchases: store.clone(),
         inventory: store.clone(),
-        idempotency: store,
+        idempotency: store.clone(),
+        rule_sets: store,
         workflow,
         auth: Arc::new(auth),
     })
@@ -138,7 +139,8 @@ pub async fn lambda_step_deps() -> Result<StepDeps, ConfigError> {
     let store = Arc::new(dynamodb_store_from_env(&sdk));
     Ok(StepDeps {
         purchases: store.clone(),
-        inventory: store,
+        inventory: store.clone(),
+        rule_sets: store,
         payments: payment_gateway(None)?,
         provisioning: provisioner(None)?,
         workflow: step_functions(&sdk),

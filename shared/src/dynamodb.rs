@@ -42,16 +42,18 @@ use serde_json::Value;
 
 use crate::model::{Product, Purchase};
 use crate::store::{
-    IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery, PurchaseStore,
+    IdempotencyRecord, IdempotencyStore, RuleSetRecord, RuleSetStore, Inventory, PurchasePage, PurchaseQuery, PurchaseStore,
     StoreError, StoredResponse,
 };
 
-/// Table names, from `PURCHASES_TABLE`, `PRODUCTS_TABLE`, `IDEMPOTENCY_TABLE`.
+/// Table names, from `PURCHASES_TABLE`, `PRODUCTS_TABLE`, `IDEMPOTENCY_TABLE`,
+/// `RULE_SETS_TABLE`.
 #[derive(Debug, Clone)]
 pub struct DynamoTables {
     pub purchases: String,
     pub products: String,
     pub idempotency: String,
+    pub rule_sets: String,
 }
 
 impl DynamoTables {
@@ -63,6 +65,7 @@ impl DynamoTables {
             purchases: get("PURCHASES_TABLE", "purchases"),
             products: get("PRODUCTS_TABLE", "products"),
             idempotency: get("IDEMPOTENCY_TABLE", "idempotency"),
+            rule_sets: get("RULE_SETS_TABLE", "rule-sets"),
         }
     }
 }
@@ -76,6 +79,8 @@ const VERSION: &str = "version";
 /// `Product::id`: the key of the products table (product and reservation items).
 const ID: &str = "id";
 const STOCK: &str = "stock";
+/// `RuleSetRecord::name`: the key of the rule-sets table.
+const RULE_SET_NAME: &str = "name";
 const PRODUCTS: &str = "products";
 const QUANTITY: &str = "quantity";
 /// `IdempotencyRecord::key`: the client's `Idempotency-Key`.
@@ -182,8 +187,15 @@ impl DynamoStore {
             .billing_mode(BillingMode::PayPerRequest)
             .key_schema(key(IDEMPOTENCY_KEY, KeyType::Hash)?)
             .attribute_definitions(string_key(IDEMPOTENCY_KEY)?);
+        let rule_sets = self
+            .client
+            .create_table()
+            .table_name(&self.tables.rule_sets)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key(RULE_SET_NAME, KeyType::Hash)?)
+            .attribute_definitions(string_key(RULE_SET_NAME)?);
 
-        for request in [purchases, products, idempotency] {
+        for request in [purchases, products, idempotency, rule_sets] {
             match request.send().await {
                 Ok(_) => {}
                 // Already there (another process created it): keep it as is.
@@ -199,6 +211,7 @@ impl DynamoStore {
             &self.tables.purchases,
             &self.tables.products,
             &self.tables.idempotency,
+            &self.tables.rule_sets,
         ] {
             self.client
                 .wait_until_table_exists()
@@ -457,6 +470,10 @@ fn reservation_key(purchase_id: &str) -> Item {
 
 fn idempotency_key(key: &str) -> Item {
     HashMap::from([(IDEMPOTENCY_KEY.to_owned(), s(key))])
+}
+
+fn rule_set_key(name: &str) -> Item {
+    HashMap::from([(RULE_SET_NAME.to_owned(), s(name))])
 }
 
 fn now_seconds() -> i64 {
@@ -1184,5 +1201,103 @@ mod tests {
     fn duplicate_lines_are_merged_for_one_transaction() {
         let merged = merge_lines(&[("a".into(), 1), ("b".into(), 2), ("a".into(), 3)]);
         assert_eq!(merged, vec![("a".to_owned(), 4), ("b".to_owned(), 2)]);
+    }
+}
+
+#[async_trait]
+impl RuleSetStore for DynamoStore {
+    async fn create_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.tables.rule_sets)
+            .set_item(Some(to_item(set)?))
+            .condition_expression("attribute_not_exists(#name)")
+            .expression_attribute_names("#name", RULE_SET_NAME)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Err(StoreError::AlreadyExists(set.name.clone()))
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn get_rule_set(&self, name: &str) -> Result<Option<RuleSetRecord>, StoreError> {
+        self.get_item(&self.tables.rule_sets, rule_set_key(name))
+            .await?
+            .as_ref()
+            .map(|item| from_item(item, &[]))
+            .transpose()
+    }
+
+    async fn replace_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.tables.rule_sets)
+            .set_item(Some(to_item(set)?))
+            .condition_expression("attribute_exists(#name) AND #version = :expected")
+            .expression_attribute_names("#name", RULE_SET_NAME)
+            .expression_attribute_names("#version", VERSION)
+            .expression_attribute_values(":expected", n(set.version.saturating_sub(1)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failure)) => {
+                    if failure.item().is_some_and(|old| !old.is_empty()) {
+                        Err(StoreError::VersionConflict)
+                    } else if self.get_rule_set(&set.name).await?.is_some() {
+                        // Servers that do not return the old item: look.
+                        Err(StoreError::VersionConflict)
+                    } else {
+                        Err(StoreError::NotFound(set.name.clone()))
+                    }
+                }
+                _ => Err(classify(e)),
+            },
+        }
+    }
+
+    async fn delete_rule_set(&self, name: &str) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.rule_sets)
+            .set_key(Some(rule_set_key(name)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.attributes().is_some_and(|old| !old.is_empty()))
+    }
+
+    async fn list_rule_sets(&self) -> Result<Vec<RuleSetRecord>, StoreError> {
+        // At most MAX_RULE_SETS small items: one scan page holds them all.
+        let output = self
+            .client
+            .scan()
+            .table_name(&self.tables.rule_sets)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        let mut sets: Vec<RuleSetRecord> = output
+            .items()
+            .iter()
+            .map(|item| from_item(item, &[]))
+            .collect::<Result<_, _>>()?;
+        sets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(sets)
     }
 }

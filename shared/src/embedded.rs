@@ -13,7 +13,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Product, Purchase};
-use crate::store::{
+use crate::store::{RuleSetRecord, RuleSetStore, 
     IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery, PurchaseStore,
     StoreError, StoredResponse,
 };
@@ -30,6 +30,8 @@ const RESERVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("reserva
 /// idempotencyKey → IdempotencyRecord (JSON). Expired records are ignored on
 /// read and overwritten by the next claim rather than swept.
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// name → RuleSetRecord (JSON).
+const RULE_SETS: TableDefinition<&str, &[u8]> = TableDefinition::new("rule_sets");
 
 #[derive(Serialize, Deserialize)]
 struct Reservation {
@@ -69,6 +71,7 @@ impl EmbeddedStore {
             txn.open_table(PRODUCTS).map_err(internal)?;
             txn.open_table(RESERVATIONS).map_err(internal)?;
             txn.open_table(IDEMPOTENCY).map_err(internal)?;
+            txn.open_table(RULE_SETS).map_err(internal)?;
         }
         txn.commit().map_err(internal)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
@@ -463,6 +466,88 @@ impl IdempotencyStore for EmbeddedStore {
                 table.remove(key.as_str()).map_err(internal)?;
             }
             txn.commit().map_err(internal)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RuleSetStore for EmbeddedStore {
+    async fn create_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError> {
+        let set = set.clone();
+        self.blocking(move |db| {
+            let bytes = encode(&set)?;
+            let txn = db.begin_write().map_err(internal)?;
+            {
+                let mut table = txn.open_table(RULE_SETS).map_err(internal)?;
+                if table.get(set.name.as_str()).map_err(internal)?.is_some() {
+                    return Err(StoreError::AlreadyExists(set.name.clone()));
+                }
+                table.insert(set.name.as_str(), bytes.as_slice()).map_err(internal)?;
+            }
+            txn.commit().map_err(internal)
+        })
+        .await
+    }
+
+    async fn get_rule_set(&self, name: &str) -> Result<Option<RuleSetRecord>, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = txn.open_table(RULE_SETS).map_err(internal)?;
+            match table.get(name.as_str()).map_err(internal)? {
+                Some(bytes) => decode(bytes.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn replace_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError> {
+        let set = set.clone();
+        self.blocking(move |db| {
+            let bytes = encode(&set)?;
+            let txn = db.begin_write().map_err(internal)?;
+            {
+                let mut table = txn.open_table(RULE_SETS).map_err(internal)?;
+                let current: RuleSetRecord = match table.get(set.name.as_str()).map_err(internal)? {
+                    Some(stored) => decode(stored.value())?,
+                    None => return Err(StoreError::NotFound(set.name.clone())),
+                };
+                if current.version + 1 != set.version {
+                    return Err(StoreError::VersionConflict);
+                }
+                table.insert(set.name.as_str(), bytes.as_slice()).map_err(internal)?;
+            }
+            txn.commit().map_err(internal)
+        })
+        .await
+    }
+
+    async fn delete_rule_set(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(internal)?;
+            let existed = {
+                let mut table = txn.open_table(RULE_SETS).map_err(internal)?;
+                table.remove(name.as_str()).map_err(internal)?.is_some()
+            };
+            txn.commit().map_err(internal)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn list_rule_sets(&self) -> Result<Vec<RuleSetRecord>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = txn.open_table(RULE_SETS).map_err(internal)?;
+            let mut sets = Vec::new();
+            for entry in table.iter().map_err(internal)? {
+                let (_, bytes) = entry.map_err(internal)?;
+                sets.push(decode(bytes.value())?);
+            }
+            Ok(sets)
         })
         .await
     }

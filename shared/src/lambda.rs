@@ -17,10 +17,14 @@ pub fn api_request(event: Request) -> ApiRequest {
         .lambda_context_ref()
         .map(|context| context.request_id.clone())
         .unwrap_or_default();
-    let purchase_id = event
-        .path_parameters_ref()
-        .and_then(|params| params.first("purchaseId"))
-        .map(str::to_owned);
+    let path_parameter = |name: &str| {
+        event
+            .path_parameters_ref()
+            .and_then(|params| params.first(name))
+            .map(str::to_owned)
+    };
+    let purchase_id = path_parameter("purchaseId");
+    let rule_set_name = path_parameter("ruleSetName");
     let query = event
         .query_string_parameters_ref()
         .map(|params| {
@@ -35,6 +39,7 @@ pub fn api_request(event: Request) -> ApiRequest {
         headers: parts.headers,
         body: bytes::Bytes::copy_from_slice(body.as_ref()),
         purchase_id,
+        rule_set_name,
         query,
         request_id,
     }

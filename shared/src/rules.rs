@@ -566,8 +566,9 @@ impl Evaluation {
         }
     }
 
-    /// Records the results and moves the purchase as the verdict says.
-    pub fn apply_to(&self, purchase: &mut Purchase) -> Result<(), ApiError> {
+    /// Records the results (on the timeline as `step`) and moves the
+    /// purchase as the verdict says.
+    pub fn apply_to(&self, purchase: &mut Purchase, step: &str) -> Result<(), ApiError> {
         purchase.rule_results.extend(self.results.iter().cloned());
         match self.verdict() {
             Some(PurchaseStatus::OnHold) if purchase.status == PurchaseStatus::OnHold => {}
@@ -582,7 +583,7 @@ impl Evaluation {
             .verdict()
             .map(PurchaseStatus::as_str)
             .unwrap_or("PASSED");
-        purchase.record("ApplyRules", outcome, Some(self.message()));
+        purchase.record(step, outcome, Some(self.message()));
         Ok(())
     }
 

@@ -16,7 +16,8 @@ use crate::model::{
 };
 use crate::payment::{CaptureRequest, PaymentError, PaymentGateway, RefundOutcome};
 use crate::provisioning::{Provisioner, ProvisioningError};
-use crate::store::{Inventory, PurchaseStore, StoreError};
+use crate::rules::{RuleRequest, RuleSet, gather_facts};
+use crate::store::{DEFAULT_RULE_SET, Inventory, PurchaseStore, RuleSetStore, StoreError};
 use crate::workflow::{Workflow, review_decision};
 
 /// A step's failure, reaching Step Functions as `errorType`.
@@ -97,9 +98,7 @@ impl From<StoreError> for StepError {
             StoreError::OutOfStock { .. } => StepError::OutOfStock(error.to_string()),
             StoreError::AlreadyExists(_)
             | StoreError::InvalidPageToken
-            | StoreError::Internal(_) => {
-                StepError::Internal(error.to_string())
-            }
+            | StoreError::Internal(_) => StepError::Internal(error.to_string()),
         }
     }
 }
@@ -115,10 +114,12 @@ pub enum Step {
     ReleaseStock,
     FinalizePurchase,
     AwaitReview,
+    EvaluateRules,
 }
 
 impl Step {
-    pub const ALL: [Step; 7] = [
+    pub const ALL: [Step; 8] = [
+        Step::EvaluateRules,
         Step::ReserveStock,
         Step::CapturePayment,
         Step::ProvisionProducts,
@@ -138,6 +139,7 @@ impl Step {
             Step::ReleaseStock => "ReleaseStock",
             Step::FinalizePurchase => "FinalizePurchase",
             Step::AwaitReview => "AwaitReview",
+            Step::EvaluateRules => "EvaluateRules",
         }
     }
 
@@ -150,6 +152,7 @@ impl Step {
             Step::ReleaseStock => "release-stock",
             Step::FinalizePurchase => "finalize-purchase",
             Step::AwaitReview => "await-review",
+            Step::EvaluateRules => "evaluate-rules",
         }
     }
 
@@ -171,6 +174,7 @@ impl Step {
         let span = tracing::info_span!("step", step = self.state_name(), purchase_id = id);
         let _guard = span.enter();
         let result = match self {
+            Step::EvaluateRules => evaluate_rules(deps, id).await,
             Step::ReserveStock => reserve_stock(deps, id).await,
             Step::CapturePayment => capture_payment(deps, id).await,
             Step::ProvisionProducts => provision_products(deps, id).await,
@@ -228,6 +232,7 @@ pub struct Outcome {
 pub struct StepDeps {
     pub purchases: Arc<dyn PurchaseStore>,
     pub inventory: Arc<dyn Inventory>,
+    pub rule_sets: Arc<dyn RuleSetStore>,
     pub payments: Arc<dyn PaymentGateway>,
     pub provisioning: Arc<dyn Provisioner>,
     /// For `AwaitReview`, which may have to complete its own task token.
@@ -261,7 +266,8 @@ where
                 // racing a step): back off with full jitter so they spread
                 // out instead of colliding again in lockstep.
                 let cap_ms = 1u64 << attempt.min(8);
-                tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=cap_ms))).await;
+                tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=cap_ms)))
+                    .await;
             }
             Err(other) => return Err(other.into()),
         }
@@ -310,6 +316,55 @@ fn advance(purchase: &mut Purchase, next: PurchaseStatus) -> Result<(), StepErro
         _ => purchase
             .move_to(next)
             .map_err(|e| StepError::Internal(e.to_string())),
+    }
+}
+
+/// The workflow's first step: evaluates the stored `default` rule set, if
+/// there is one. A reject violation ends the purchase before anything is
+/// reserved or charged; a hold parks it for review.
+async fn evaluate_rules(deps: &StepDeps, id: &str) -> Result<PurchaseStatus, StepError> {
+    let purchase = load(deps, id).await?;
+    ensure_running(&purchase)?;
+    let evaluated = purchase.timeline.iter().any(|e| e.step == "EvaluateRules");
+    if purchase.status != PurchaseStatus::Pending || evaluated {
+        return Ok(purchase.status); // a retry after the verdict was stored
+    }
+    let Some(stored) = deps.rule_sets.get_rule_set(DEFAULT_RULE_SET).await? else {
+        return Ok(purchase.status);
+    };
+    let requests: Vec<RuleRequest> = stored
+        .rules
+        .iter()
+        .map(|rule| serde_json::from_value(rule.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            StepError::Internal(format!(
+                "stored rule set {DEFAULT_RULE_SET} is unreadable: {e}"
+            ))
+        })?;
+    let rules = RuleSet::from_requests(&requests, "rules").map_err(|e| {
+        StepError::Internal(format!(
+            "stored rule set {DEFAULT_RULE_SET} is no longer valid: {e:?}"
+        ))
+    })?;
+    let facts = gather_facts(deps.purchases.as_ref(), &rules, &purchase)
+        .await
+        .map_err(|e| StepError::Transient(e.to_string()))?;
+    let evaluator = format!("rule set {DEFAULT_RULE_SET} v{}", stored.version);
+    let evaluation = rules.evaluate(&purchase, &facts, &evaluator);
+    let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| {
+        if p.status != PurchaseStatus::Pending {
+            return Ok(false); // cancelled or changed meanwhile: the next check decides
+        }
+        evaluation
+            .apply_to(p, "EvaluateRules")
+            .map_err(|e| StepError::Internal(e.to_string()))?;
+        Ok::<_, StepError>(true)
+    })
+    .await?;
+    match purchase.status {
+        PurchaseStatus::Rejected => Err(StepError::PurchaseRejected(id.to_owned())),
+        _ => ensure_running(&purchase).map(|()| purchase.status),
     }
 }
 

@@ -141,3 +141,41 @@ pub trait IdempotencyStore: Send + Sync {
     /// without side effects). Removing an absent key is not an error.
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
 }
+
+/// A named, stored list of rules. The one named [`DEFAULT_RULE_SET`] is
+/// evaluated by the workflow's first step for every purchase.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleSetRecord {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// As sent (`{"id", "parameters"}`), validated on every write.
+    pub rules: Vec<serde_json::Value>,
+    pub version: u64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub updated_by: String,
+}
+
+pub const DEFAULT_RULE_SET: &str = "default";
+
+/// At most this many rule sets exist, so listing them is one small read.
+pub const MAX_RULE_SETS: usize = 100;
+
+#[async_trait]
+pub trait RuleSetStore: Send + Sync {
+    /// Stores a new rule set; `AlreadyExists(name)` if the name is taken.
+    async fn create_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError>;
+
+    async fn get_rule_set(&self, name: &str) -> Result<Option<RuleSetRecord>, StoreError>;
+
+    /// Replaces a rule set if its stored version is still `set.version - 1`;
+    /// `NotFound(name)` if it does not exist, `VersionConflict` if it changed.
+    async fn replace_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError>;
+
+    /// Deletes a rule set; whether it existed.
+    async fn delete_rule_set(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Every rule set, by name.
+    async fn list_rule_sets(&self) -> Result<Vec<RuleSetRecord>, StoreError>;
+}

@@ -18,8 +18,8 @@ use shared::model::{
 };
 use shared::rules::{OnViolation, RuleOutcome, RuleResult};
 use shared::store::{
-    IdempotencyRecord, IdempotencyStore, Inventory, PurchaseQuery, PurchaseStore, StoreError,
-    StoredResponse,
+    IdempotencyRecord, IdempotencyStore, Inventory, PurchaseQuery, PurchaseStore, RuleSetRecord,
+    RuleSetStore, StoreError, StoredResponse,
 };
 
 /// The three ports of one store, plus whatever must live as long as it.
@@ -27,6 +27,7 @@ struct Stores {
     purchases: Arc<dyn PurchaseStore>,
     inventory: Arc<dyn Inventory>,
     idempotency: Arc<dyn IdempotencyStore>,
+    rule_sets: Arc<dyn RuleSetStore>,
     _dir: Option<TempDir>,
 }
 
@@ -46,7 +47,8 @@ fn embedded_stores() -> Stores {
     Stores {
         purchases: store.clone(),
         inventory: store.clone(),
-        idempotency: store,
+        idempotency: store.clone(),
+        rule_sets: store,
         _dir: Some(TempDir(dir)),
     }
 }
@@ -78,7 +80,8 @@ async fn dynamodb_stores(test: &str) -> Option<Stores> {
     Some(Stores {
         purchases: store.clone(),
         inventory: store.clone(),
-        idempotency: store,
+        idempotency: store.clone(),
+        rule_sets: store,
         _dir: None,
     })
 }
@@ -104,6 +107,7 @@ fn dynamo_store(endpoint: &str, test: &str) -> DynamoStore {
         purchases: format!("{unique}-purchases"),
         products: format!("{unique}-products"),
         idempotency: format!("{unique}-idempotency"),
+        rule_sets: format!("{unique}-rule-sets"),
     };
     DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), tables)
 }
@@ -154,6 +158,7 @@ conformance!(
     idempotency_complete_stores_the_response,
     idempotency_record_expires,
     idempotency_remove_frees_the_key,
+    rule_sets_are_created_once_replaced_by_version_and_deleted,
 );
 
 // ---------------------------------------------------------------------------
@@ -935,4 +940,64 @@ async fn dynamodb_unreachable_endpoint_is_unavailable_not_internal() {
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+}
+
+fn rule_set(name: &str, version: u64, max: u32) -> RuleSetRecord {
+    RuleSetRecord {
+        name: name.to_owned(),
+        description: "limits for ünïcode shoppers".into(),
+        rules: vec![
+            serde_json::json!({"id": "max-quantity", "parameters": {"max": max, "onViolation": "hold"}}),
+        ],
+        version,
+        updated_at: DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap(),
+        updated_by: "admin-1".into(),
+    }
+}
+
+async fn rule_sets_are_created_once_replaced_by_version_and_deleted(stores: Stores) {
+    let store = &stores.rule_sets;
+    assert_eq!(store.get_rule_set("default").await.unwrap(), None);
+    let first = rule_set("default", 1, 3);
+    store.create_rule_set(&first).await.unwrap();
+    assert!(
+        matches!(store.create_rule_set(&rule_set("default", 1, 9)).await, Err(StoreError::AlreadyExists(name)) if name == "default")
+    );
+    assert_eq!(
+        store.get_rule_set("default").await.unwrap(),
+        Some(first.clone())
+    );
+
+    let second = rule_set("default", 2, 5);
+    store.replace_rule_set(&second).await.unwrap();
+    // A writer that read version 1 too lost the race.
+    assert!(matches!(
+        store.replace_rule_set(&rule_set("default", 2, 7)).await,
+        Err(StoreError::VersionConflict)
+    ));
+    assert!(matches!(
+        store.replace_rule_set(&rule_set("nope", 2, 7)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store.get_rule_set("default").await.unwrap(),
+        Some(second.clone())
+    );
+
+    store
+        .create_rule_set(&rule_set("b2b", 1, 100))
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list_rule_sets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["b2b", "default"]);
+
+    assert!(store.delete_rule_set("default").await.unwrap());
+    assert!(!store.delete_rule_set("default").await.unwrap());
+    assert_eq!(store.get_rule_set("default").await.unwrap(), None);
 }

@@ -13,7 +13,7 @@ use shared::model::{Product, Purchase};
 use shared::payment::{Capture, CaptureRequest, PaymentError, PaymentGateway, RefundOutcome};
 use shared::store::{
     IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery, PurchaseStore,
-    StoreError, StoredResponse,
+    RuleSetRecord, RuleSetStore, StoreError, StoredResponse,
 };
 
 /// Decides which calls fail. `percent` of calls fail, half of them after
@@ -85,11 +85,7 @@ pub fn store_layer(faults: Arc<Faults>) -> local::StoreLayer {
             inner,
             faults: faults.clone(),
         });
-        Stores {
-            purchases: faulty.clone(),
-            inventory: faulty.clone(),
-            idempotency: faulty,
-        }
+        Stores::of(faulty)
     })
 }
 
@@ -198,5 +194,28 @@ impl PaymentGateway for FaultyPayments {
     }
     async fn refund(&self, purchase_id: &str) -> Result<RefundOutcome, PaymentError> {
         faulty!(self.faults, timeout(), self.inner.refund(purchase_id).await)
+    }
+}
+
+#[async_trait]
+impl RuleSetStore for FaultyStores {
+    async fn create_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError> {
+        self.inner.rule_sets.create_rule_set(set).await
+    }
+    async fn get_rule_set(&self, name: &str) -> Result<Option<RuleSetRecord>, StoreError> {
+        faulty!(
+            self.faults,
+            throttled(),
+            self.inner.rule_sets.get_rule_set(name).await
+        )
+    }
+    async fn replace_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError> {
+        self.inner.rule_sets.replace_rule_set(set).await
+    }
+    async fn delete_rule_set(&self, name: &str) -> Result<bool, StoreError> {
+        self.inner.rule_sets.delete_rule_set(name).await
+    }
+    async fn list_rule_sets(&self) -> Result<Vec<RuleSetRecord>, StoreError> {
+        self.inner.rule_sets.list_rule_sets().await
     }
 }

@@ -88,6 +88,7 @@ fn store_under_test() -> StoreChoice {
                     purchases: format!("{prefix}-purchases"),
                     products: format!("{prefix}-products"),
                     idempotency: format!("{prefix}-idempotency"),
+                    rule_sets: format!("{prefix}-rule-sets"),
                 },
             }
         }

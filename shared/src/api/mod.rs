@@ -18,12 +18,19 @@ use crate::model::{
 };
 use crate::rules::{self, RuleResult};
 use crate::steps::modify_purchase;
-use crate::store::{IdempotencyStore, Inventory, PurchaseQuery, PurchaseStore, StoreError};
+use crate::store::{
+    IdempotencyStore, Inventory, PurchaseQuery, PurchaseStore, RuleSetStore, StoreError,
+};
 use crate::validation::{
     CreatePurchaseRequest, RequestedLine, UpdatePurchaseRequest, limits, parse_json_body,
     price_lines,
 };
 use crate::workflow::{Workflow, WorkflowError, review_decision};
+
+mod rule_sets;
+pub use rule_sets::{
+    create_rule_set, delete_rule_set, get_rule_set, list_rule_sets, update_rule_set,
+};
 
 /// The base path every route lives under, on API Gateway and locally.
 pub const BASE_PATH: &str = "/purchase-orchestrator";
@@ -37,6 +44,7 @@ pub struct App {
     pub workflow: Arc<dyn Workflow>,
     pub auth: Arc<dyn Authenticator>,
     pub idempotency: Arc<dyn IdempotencyStore>,
+    pub rule_sets: Arc<dyn RuleSetStore>,
 }
 
 /// A request as the handlers see it, independent of API Gateway or hyper.
@@ -46,6 +54,8 @@ pub struct ApiRequest {
     pub body: Bytes,
     /// The `{purchaseId}` path parameter, where the route has one.
     pub purchase_id: Option<String>,
+    /// The `{ruleSetName}` path parameter, where the route has one.
+    pub rule_set_name: Option<String>,
     pub query: Vec<(String, String)>,
     /// Lambda's request id, or one made up by the local server; logged with every error.
     pub request_id: String,
@@ -129,7 +139,10 @@ impl<'a> PurchaseView<'a> {
     }
 }
 
-fn to_json<T: Serialize>(status: StatusCode, value: &T) -> Result<ApiResponse, ApiError> {
+pub(crate) fn to_json<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+) -> Result<ApiResponse, ApiError> {
     let body = serde_json::to_string(value).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(json_response(status, body))
 }
@@ -143,7 +156,7 @@ fn status_message(purchase: &Purchase, message: impl Into<String>) -> StatusMess
 }
 
 /// Runs a handler body and renders its error, if any, in the one format.
-async fn respond<F>(request: &ApiRequest, work: F) -> ApiResponse
+pub(crate) async fn respond<F>(request: &ApiRequest, work: F) -> ApiResponse
 where
     F: std::future::Future<Output = Result<ApiResponse, ApiError>>,
 {
@@ -192,7 +205,11 @@ async fn load_visible(app: &App, caller: &Caller, purchase_id: &str) -> Result<P
     }
 }
 
-async fn authenticate(app: &App, request: &ApiRequest, scope: Scope) -> Result<Caller, ApiError> {
+pub(crate) async fn authenticate(
+    app: &App,
+    request: &ApiRequest,
+    scope: Scope,
+) -> Result<Caller, ApiError> {
     let caller = app.auth.authenticate(&request.headers).await?;
     caller.require(scope)?;
     Ok(caller)
@@ -329,13 +346,13 @@ pub async fn get_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
     .await
 }
 
-fn etag(version: u64) -> HeaderValue {
+pub(crate) fn etag(version: u64) -> HeaderValue {
     // Digits and quotes are always a valid header value.
     HeaderValue::try_from(format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
 /// `If-Match: "7"` → Some(7). `*` or absent → None (no precondition).
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -603,7 +620,7 @@ pub async fn apply_rules(app: &App, request: &ApiRequest) -> ApiResponse {
                     p.purchase_id, p.status
                 )));
             }
-            evaluation.apply_to(p)?;
+            evaluation.apply_to(p, "ApplyRules")?;
             Ok(true)
         })
         .await?;
@@ -727,10 +744,15 @@ pub enum Endpoint {
     CancelPurchase,
     ApplyRules,
     ReviewPurchase,
+    ListRuleSets,
+    CreateRuleSet,
+    GetRuleSet,
+    UpdateRuleSet,
+    DeleteRuleSet,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 7] = [
+    pub const ALL: [Endpoint; 12] = [
         Endpoint::CreatePurchase,
         Endpoint::ListPurchases,
         Endpoint::GetPurchase,
@@ -738,6 +760,11 @@ impl Endpoint {
         Endpoint::CancelPurchase,
         Endpoint::ApplyRules,
         Endpoint::ReviewPurchase,
+        Endpoint::ListRuleSets,
+        Endpoint::CreateRuleSet,
+        Endpoint::GetRuleSet,
+        Endpoint::UpdateRuleSet,
+        Endpoint::DeleteRuleSet,
     ];
 
     pub fn function_name(self) -> &'static str {
@@ -749,6 +776,11 @@ impl Endpoint {
             Endpoint::CancelPurchase => "cancel-purchase",
             Endpoint::ApplyRules => "apply-rules",
             Endpoint::ReviewPurchase => "review-purchase",
+            Endpoint::ListRuleSets => "list-rule-sets",
+            Endpoint::CreateRuleSet => "create-rule-set",
+            Endpoint::GetRuleSet => "get-rule-set",
+            Endpoint::UpdateRuleSet => "update-rule-set",
+            Endpoint::DeleteRuleSet => "delete-rule-set",
         }
     }
 
@@ -763,6 +795,11 @@ impl Endpoint {
             Endpoint::CancelPurchase => (Method::POST, "/purchases/{purchaseId}/cancel"),
             Endpoint::ApplyRules => (Method::POST, "/purchases/{purchaseId}/apply-rules"),
             Endpoint::ReviewPurchase => (Method::POST, "/purchases/{purchaseId}/review"),
+            Endpoint::ListRuleSets => (Method::GET, "/rules"),
+            Endpoint::CreateRuleSet => (Method::POST, "/rules"),
+            Endpoint::GetRuleSet => (Method::GET, "/rules/{ruleSetName}"),
+            Endpoint::UpdateRuleSet => (Method::PUT, "/rules/{ruleSetName}"),
+            Endpoint::DeleteRuleSet => (Method::DELETE, "/rules/{ruleSetName}"),
         }
     }
 
@@ -775,6 +812,11 @@ impl Endpoint {
             Endpoint::CancelPurchase => cancel_purchase(app, request).await,
             Endpoint::ApplyRules => apply_rules(app, request).await,
             Endpoint::ReviewPurchase => review_purchase(app, request).await,
+            Endpoint::ListRuleSets => list_rule_sets(app, request).await,
+            Endpoint::CreateRuleSet => create_rule_set(app, request).await,
+            Endpoint::GetRuleSet => get_rule_set(app, request).await,
+            Endpoint::UpdateRuleSet => update_rule_set(app, request).await,
+            Endpoint::DeleteRuleSet => delete_rule_set(app, request).await,
         }
     }
 }
