@@ -605,3 +605,175 @@ impl Evaluation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        LineStatus, PaymentDetails, PaymentStatus, ProductKind, PurchaseLine, ShippingAddress,
+        ShippingStatus,
+    };
+    use serde_json::json;
+
+    fn purchase(lines: &[(&str, u32)], total: i64, currency: &str, country: &str) -> Purchase {
+        Purchase {
+            purchase_id: "p-1".into(),
+            customer_id: "c-1".into(),
+            status: PurchaseStatus::Pending,
+            products: lines
+                .iter()
+                .map(|(id, quantity)| PurchaseLine {
+                    id: (*id).into(),
+                    quantity: *quantity,
+                    status: LineStatus::Pending,
+                    unit_price: 100,
+                    kind: ProductKind::Digital,
+                })
+                .collect(),
+            currency: currency.into(),
+            total_amount: total,
+            payment_details: PaymentDetails {
+                method: "card".into(),
+                transaction_id: "tok".into(),
+            },
+            payment_status: PaymentStatus::Pending,
+            payment_reference: None,
+            shipping_address: ShippingAddress {
+                name: "A".into(),
+                address: "B".into(),
+                city: "C".into(),
+                country: country.into(),
+                postal_code: "1".into(),
+            },
+            shipping_status: ShippingStatus::NotRequired,
+            failure_reason: None,
+            review_token: None,
+            held_from: None,
+            timeline: Vec::new(),
+            rule_results: Vec::new(),
+            version: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn outcome(rule: serde_json::Value, purchase: &Purchase, facts: &Facts) -> RuleOutcome {
+        let request: RuleRequest = serde_json::from_value(rule).unwrap();
+        let set = RuleSet::from_requests(&[request], "rules").unwrap();
+        set.evaluate(purchase, facts, "test").results[0].outcome
+    }
+
+    use RuleOutcome::{Passed, Violated};
+
+    #[test]
+    fn every_rule_evaluates_as_documented() {
+        let p = purchase(&[("a", 2), ("b", 3)], 5000, "EUR", "DE");
+        let none = Facts::default();
+        let cases = [
+            (
+                json!({"id": "max-quantity", "parameters": {"max": 3}}),
+                Passed,
+            ),
+            (
+                json!({"id": "max-quantity", "parameters": {"max": 2}}),
+                Violated,
+            ),
+            (
+                json!({"id": "max-total-items", "parameters": {"max": 5}}),
+                Passed,
+            ),
+            (
+                json!({"id": "max-total-items", "parameters": {"max": 4}}),
+                Violated,
+            ),
+            (
+                json!({"id": "min-order-value", "parameters": {"amount": 5000, "currency": "EUR"}}),
+                Passed,
+            ),
+            (
+                json!({"id": "min-order-value", "parameters": {"amount": 5001, "currency": "EUR"}}),
+                Violated,
+            ),
+            (
+                json!({"id": "max-order-value", "parameters": {"amount": 5000, "currency": "EUR"}}),
+                Passed,
+            ),
+            (
+                json!({"id": "max-order-value", "parameters": {"amount": 4999, "currency": "EUR"}}),
+                Violated,
+            ),
+            // Another currency cannot be compared: the rule does not apply.
+            (
+                json!({"id": "max-order-value", "parameters": {"amount": 1, "currency": "USD"}}),
+                Passed,
+            ),
+            (
+                json!({"id": "allowed-countries", "parameters": {"countries": ["DE", "AT"]}}),
+                Passed,
+            ),
+            (
+                json!({"id": "allowed-countries", "parameters": {"countries": ["FR"]}}),
+                Violated,
+            ),
+            (
+                json!({"id": "blocked-countries", "parameters": {"countries": ["FR"]}}),
+                Passed,
+            ),
+            (
+                json!({"id": "blocked-countries", "parameters": {"countries": ["DE"]}}),
+                Violated,
+            ),
+            (
+                json!({"id": "max-purchases-per-customer", "parameters": {"max": 1, "windowHours": 24}}),
+                Passed,
+            ),
+            (
+                json!({"id": "manual-review", "parameters": {"reason": "new customer"}}),
+                Violated,
+            ),
+        ];
+        for (rule, expected) in cases {
+            assert_eq!(outcome(rule.clone(), &p, &none), expected, "{rule}");
+        }
+    }
+
+    #[test]
+    fn max_purchases_per_customer_counts_only_the_window() {
+        let p = purchase(&[("a", 1)], 100, "EUR", "DE");
+        let now = Utc::now();
+        let facts = Facts {
+            recent_purchases: vec![now - Duration::hours(1), now - Duration::hours(30)],
+        };
+        let rule = |max: u32, hours: u32| json!({"id": "max-purchases-per-customer", "parameters": {"max": max, "windowHours": hours}});
+        // Within 24 h: one other purchase plus this one.
+        assert_eq!(outcome(rule(2, 24), &p, &facts), Passed);
+        assert_eq!(outcome(rule(1, 24), &p, &facts), Violated);
+        // Within 48 h: both others count.
+        assert_eq!(outcome(rule(2, 48), &p, &facts), Violated);
+    }
+
+    #[test]
+    fn verdict_prefers_reject_over_hold_and_names_the_rules() {
+        let p = purchase(&[("a", 5)], 500, "EUR", "DE");
+        let requests: Vec<RuleRequest> = serde_json::from_value(json!([
+            {"id": "manual-review", "parameters": {"reason": "first order", "onViolation": "hold"}},
+            {"id": "max-quantity", "parameters": {"max": 1}}
+        ]))
+        .unwrap();
+        let evaluation = RuleSet::from_requests(&requests, "rules")
+            .unwrap()
+            .evaluate(&p, &Facts::default(), "admin");
+        assert_eq!(evaluation.verdict(), Some(PurchaseStatus::Rejected));
+        assert!(evaluation.message().contains("max-quantity"));
+        let mut held = p.clone();
+        let only_hold = RuleSet::from_requests(&requests[..1], "rules")
+            .unwrap()
+            .evaluate(&p, &Facts::default(), "admin");
+        only_hold.apply_to(&mut held, "ApplyRules").unwrap();
+        assert_eq!(
+            (held.status, held.held_from),
+            (PurchaseStatus::OnHold, Some(PurchaseStatus::Pending))
+        );
+        assert_eq!(held.rule_results.len(), 1);
+    }
+}
