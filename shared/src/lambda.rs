@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use lambda_http::{Request, RequestExt, service_fn};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::api::{ApiRequest, App, Endpoint};
 use crate::steps::{Step, StepDeps, StepError};
@@ -50,7 +51,13 @@ pub async fn run_endpoint(endpoint: Endpoint, app: App) -> Result<(), lambda_htt
     let app = &app;
     lambda_http::run(service_fn(move |event: Request| async move {
         let request = api_request(event);
-        Ok::<_, Infallible>(endpoint.handle(app, &request).await)
+        let span = tracing::info_span!(
+            "request",
+            endpoint = endpoint.function_name(),
+            request_id = %request.request_id,
+            purchase_id = request.purchase_id.as_deref().unwrap_or(""),
+        );
+        Ok::<_, Infallible>(endpoint.handle(app, &request).instrument(span).await)
     }))
     .await
 }

@@ -13,6 +13,7 @@ pub mod embedded;
 pub mod error;
 pub mod idempotency;
 pub mod lambda;
+pub mod metrics;
 pub mod model;
 pub mod payment;
 pub mod provisioning;

@@ -159,6 +159,20 @@ pub enum FailureReason {
     CompensationFailed,
 }
 
+impl FailureReason {
+    /// The wire name (`"OUT_OF_STOCK"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::OutOfStock => "OUT_OF_STOCK",
+            FailureReason::PaymentDeclined => "PAYMENT_DECLINED",
+            FailureReason::ProvisioningFailed => "PROVISIONING_FAILED",
+            FailureReason::WorkflowStartFailed => "WORKFLOW_START_FAILED",
+            FailureReason::InternalError => "INTERNAL_ERROR",
+            FailureReason::CompensationFailed => "COMPENSATION_FAILED",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProductKind {
@@ -332,6 +346,21 @@ mod tests {
                     .iter()
                     .all(|to| !status.can_move_to(*to))
             );
+        }
+    }
+
+    #[test]
+    fn failure_reason_wire_names_match_serde() {
+        use FailureReason::*;
+        for reason in [
+            OutOfStock,
+            PaymentDeclined,
+            ProvisioningFailed,
+            WorkflowStartFailed,
+            InternalError,
+            CompensationFailed,
+        ] {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
         }
     }
 

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
+use crate::metrics::{self, PurchaseEvent};
 use crate::model::{
     FailureReason, LineStatus, PaymentStatus, Purchase, PurchaseStatus, ShippingStatus,
 };
@@ -171,32 +173,43 @@ impl Step {
         let input: StepInput =
             serde_json::from_value(input).map_err(|e| StepError::InvalidInput(e.to_string()))?;
         let id = input.purchase_id.as_str();
-        let span = tracing::info_span!("step", step = self.state_name(), purchase_id = id);
-        let _guard = span.enter();
-        let result = match self {
-            Step::EvaluateRules => evaluate_rules(deps, id).await,
-            Step::ReserveStock => reserve_stock(deps, id).await,
-            Step::CapturePayment => capture_payment(deps, id).await,
-            Step::ProvisionProducts => provision_products(deps, id).await,
-            Step::RefundPayment => refund_payment(deps, id).await,
-            Step::ReleaseStock => release_stock(deps, id).await,
-            Step::FinalizePurchase => {
-                let outcome = input.outcome.ok_or_else(|| {
-                    StepError::InvalidInput("FinalizePurchase needs `outcome`".into())
-                })?;
-                finalize_purchase(deps, id, &outcome).await
+        // The execution is named after the purchase, so `purchase_id` is
+        // also the execution name on every line this step logs.
+        let span = tracing::info_span!(
+            "step",
+            step = self.state_name(),
+            purchase_id = id,
+            execution_name = id
+        );
+        let result = async {
+            let result = match self {
+                Step::EvaluateRules => evaluate_rules(deps, id).await,
+                Step::ReserveStock => reserve_stock(deps, id).await,
+                Step::CapturePayment => capture_payment(deps, id).await,
+                Step::ProvisionProducts => provision_products(deps, id).await,
+                Step::RefundPayment => refund_payment(deps, id).await,
+                Step::ReleaseStock => release_stock(deps, id).await,
+                Step::FinalizePurchase => match &input.outcome {
+                    Some(outcome) => finalize_purchase(deps, id, outcome).await,
+                    None => Err(StepError::InvalidInput(
+                        "FinalizePurchase needs `outcome`".into(),
+                    )),
+                },
+                Step::AwaitReview => match &input.task_token {
+                    Some(token) => await_review(deps, id, token).await,
+                    None => Err(StepError::InvalidInput(
+                        "AwaitReview needs `taskToken`".into(),
+                    )),
+                },
+            };
+            match &result {
+                Ok(_) => tracing::info!("step succeeded"),
+                Err(error) => tracing::warn!(error_type = error.name(), %error, "step failed"),
             }
-            Step::AwaitReview => {
-                let token = input.task_token.ok_or_else(|| {
-                    StepError::InvalidInput("AwaitReview needs `taskToken`".into())
-                })?;
-                await_review(deps, id, &token).await
-            }
-        };
-        match &result {
-            Ok(_) => tracing::info!("step succeeded"),
-            Err(error) => tracing::warn!(error_type = error.name(), %error, "step failed"),
+            result
         }
+        .instrument(span)
+        .await;
         result.map(|status| json!({ "purchaseId": id, "status": status }))
     }
 }
@@ -510,6 +523,7 @@ async fn provision_products(deps: &StepDeps, id: &str) -> Result<PurchaseStatus,
     })
     .await?;
     ensure_running(&purchase)?;
+    metrics::record(PurchaseEvent::Completed, id);
     Ok(purchase.status)
 }
 
@@ -579,6 +593,7 @@ async fn finalize_purchase(
     id: &str,
     outcome: &Outcome,
 ) -> Result<PurchaseStatus, StepError> {
+    let mut finalized_now = false;
     let purchase = modify_purchase(deps.purchases.as_ref(), id, |p| {
         if p.status.is_terminal() && p.timeline.iter().any(|e| e.step == "FinalizePurchase") {
             return Ok(false); // finalized by an earlier attempt
@@ -615,16 +630,28 @@ async fn finalize_purchase(
         if p.shipping_status == ShippingStatus::Pending {
             p.shipping_status = ShippingStatus::Cancelled;
         }
-        let detail = p.failure_reason.map(|reason| {
-            serde_json::to_value(reason)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        });
+        let detail = p.failure_reason.map(|reason| reason.as_str().to_owned());
         p.record("FinalizePurchase", p.status.as_str(), detail);
+        finalized_now = true;
         Ok::<_, StepError>(true)
     })
     .await?;
+    // Counted once, by the attempt that wrote the final status.
+    let event = match purchase.status {
+        _ if !finalized_now => None,
+        PurchaseStatus::Failed => Some(PurchaseEvent::Failed {
+            reason: purchase
+                .failure_reason
+                .unwrap_or(FailureReason::InternalError)
+                .as_str(),
+        }),
+        PurchaseStatus::Cancelled => Some(PurchaseEvent::Cancelled),
+        PurchaseStatus::Rejected => Some(PurchaseEvent::Rejected),
+        _ => None,
+    };
+    if let Some(event) = event {
+        metrics::record(event, id);
+    }
     Ok(purchase.status)
 }
 

@@ -14,8 +14,10 @@ pub fn init_lambda() {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter())
-        .with_current_span(true)
-        .with_span_list(false)
+        // Every enclosing span's fields: the runtime's `requestId` and our
+        // `purchase_id` / `execution_name` / `request_id` on every line.
+        .with_current_span(false)
+        .with_span_list(true)
         .with_target(false)
         .try_init();
 }
