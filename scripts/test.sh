@@ -20,6 +20,19 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "state machine definition (asl-validator)"
 asl-validator --json-path statemachine/purchase.asl.json
 
+step "SAM template (cfn-lint; sam validate --lint), offline"
+cfn-lint template.yaml
+# aws-sam-cli pins its own cfn-lint, boto3 and pydantic, so it lives in a venv
+# of its own inside the git-ignored .venv/ (about 40 s to install once).
+[ -x .venv/sam/bin/python ] || python3 -m venv .venv/sam
+.venv/sam/bin/python -m pip install --quiet --disable-pip-version-check 'aws-sam-cli==1.170.*'
+# No AWS access: the transform and lint run locally; no profile is read.
+SAM_CLI_TELEMETRY=0 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+  .venv/sam/bin/sam validate --lint --region eu-west-1 --template-file template.yaml
+
+step "OpenAPI description (openapi-spec-validator)"
+openapi-spec-validator openapi.yaml
+
 step "DynamoDB-API server (moto) on 127.0.0.1"
 # shellcheck source=scripts/moto.sh
 source scripts/moto.sh
@@ -30,3 +43,6 @@ cargo test --workspace
 
 step "end-to-end tests again, on the DynamoDB store (moto)"
 PURCHASE_TEST_STORE=dynamodb cargo test -p purchase-orchestrator-local
+
+step "schemathesis: openapi.yaml against the local server"
+scripts/schemathesis.sh

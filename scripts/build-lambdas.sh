@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Release build of every Lambda function for AWS: `cargo lambda build --release
+# --arm64` (Graviton, provided.al2023), one `target/lambda/<function>/bootstrap`
+# per crate in functions/, then their sizes.
+#
+# Not part of scripts/test.sh: it compiles the AWS SDK in release mode for
+# aarch64 (10-20 minutes from scratch on 2 cores). `sam build` runs the same
+# cargo-lambda per function and reuses this target/ directory.
+#
+#   scripts/build-lambdas.sh                  # every function
+#   scripts/build-lambdas.sh --bin get-purchase
+#   scripts/build-lambdas.sh --output-format zip   # target/lambda/<fn>/bootstrap.zip
+#
+# Tools come from PyPI into the git-ignored .venv/: cargo-lambda and zig (its
+# cross-linker). The Rust standard library for aarch64 comes from rustup.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "tools: cargo-lambda and zig (PyPI, into .venv/)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check 'cargo-lambda==1.9.*'
+export PATH="$PWD/.venv/bin:$PATH"
+cargo lambda --version
+
+step "Rust target aarch64-unknown-linux-gnu"
+if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+  rustup target add aarch64-unknown-linux-gnu
+fi
+
+step "cargo lambda build --release --arm64 $*"
+# Only the function crates: local/ and asl/ are not Lambdas.
+packages=()
+for manifest in functions/*/Cargo.toml; do
+  packages+=(--package "$(basename "$(dirname "$manifest")")")
+done
+if [ "$#" -gt 0 ]; then
+  packages=()
+fi
+cargo lambda build --release --arm64 "${packages[@]}" "$@"
+
+step "artifacts"
+target_dir=${CARGO_TARGET_DIR:-target}
+for artifact in "$target_dir"/lambda/*/bootstrap*; do
+  printf '%8s KiB  %s\n' "$(( $(stat -c %s "$artifact") / 1024 ))" "$artifact"
+done
