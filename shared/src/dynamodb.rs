@@ -42,8 +42,8 @@ use serde_json::Value;
 
 use crate::model::{Product, Purchase};
 use crate::store::{
-    IdempotencyRecord, IdempotencyStore, RuleSetRecord, RuleSetStore, Inventory, PurchasePage, PurchaseQuery, PurchaseStore,
-    StoreError, StoredResponse,
+    IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery, PurchaseStore,
+    RuleSetRecord, RuleSetStore, StoreError, StoredResponse,
 };
 
 /// Table names, from `PURCHASES_TABLE`, `PRODUCTS_TABLE`, `IDEMPOTENCY_TABLE`,

@@ -13,9 +13,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Product, Purchase};
-use crate::store::{RuleSetRecord, RuleSetStore, 
+use crate::store::{
     IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery, PurchaseStore,
-    StoreError, StoredResponse,
+    RuleSetRecord, RuleSetStore, StoreError, StoredResponse,
 };
 
 /// purchaseId → Purchase (JSON). Ids are UUIDv7, so key order is creation order.
@@ -483,7 +483,9 @@ impl RuleSetStore for EmbeddedStore {
                 if table.get(set.name.as_str()).map_err(internal)?.is_some() {
                     return Err(StoreError::AlreadyExists(set.name.clone()));
                 }
-                table.insert(set.name.as_str(), bytes.as_slice()).map_err(internal)?;
+                table
+                    .insert(set.name.as_str(), bytes.as_slice())
+                    .map_err(internal)?;
             }
             txn.commit().map_err(internal)
         })
@@ -517,7 +519,9 @@ impl RuleSetStore for EmbeddedStore {
                 if current.version + 1 != set.version {
                     return Err(StoreError::VersionConflict);
                 }
-                table.insert(set.name.as_str(), bytes.as_slice()).map_err(internal)?;
+                table
+                    .insert(set.name.as_str(), bytes.as_slice())
+                    .map_err(internal)?;
             }
             txn.commit().map_err(internal)
         })

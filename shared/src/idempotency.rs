@@ -230,21 +230,13 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let caller = Caller::new("c-1", &[]);
         let same = request("{}");
-        let create = run_once(
-            &store,
-            Endpoint::CreatePurchase,
-            &caller,
-            &same,
-            || async { created("{}") },
-        );
+        let create = run_once(&store, Endpoint::CreatePurchase, &caller, &same, || async {
+            created("{}")
+        });
         assert_eq!(create.await.unwrap().status(), StatusCode::CREATED);
-        let cancel = run_once(
-            &store,
-            Endpoint::CancelPurchase,
-            &caller,
-            &same,
-            || async { Ok(json_response(StatusCode::OK, "{}".into())) },
-        );
+        let cancel = run_once(&store, Endpoint::CancelPurchase, &caller, &same, || async {
+            Ok(json_response(StatusCode::OK, "{}".into()))
+        });
         let response = cancel.await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().get(REPLAYED_HEADER).is_none());

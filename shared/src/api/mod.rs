@@ -286,7 +286,10 @@ async fn create(app: &App, request: &ApiRequest, caller: &Caller) -> Result<ApiR
     };
     purchase.record("Create", "ACCEPTED", None);
     app.purchases.create_purchase(&purchase).await?;
-    crate::metrics::record(crate::metrics::PurchaseEvent::Created, &purchase.purchase_id);
+    crate::metrics::record(
+        crate::metrics::PurchaseEvent::Created,
+        &purchase.purchase_id,
+    );
     tracing::info!(purchase_id = %purchase.purchase_id, customer_id = %purchase.customer_id, "purchase created");
     if let Err(error) = app.workflow.start(&purchase.purchase_id).await {
         return Err(workflow_start_failed(app, &purchase.purchase_id, error).await);
