@@ -1141,69 +1141,6 @@ impl IdempotencyStore for DynamoStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn documents_round_trip_through_attribute_values() {
-        let value = serde_json::json!({
-            "text": "", "int": -5, "big": u64::MAX, "flag": true, "none": null,
-            "list": [1, "two", {"three": 3}], "map": {"nested": []}
-        });
-        let item = to_item(&value).unwrap();
-        assert_eq!(item["int"], AttributeValue::N("-5".into()));
-        let back: Value = from_item(&item, &[]).unwrap();
-        assert_eq!(back, value);
-    }
-
-    #[test]
-    fn storage_only_attributes_are_dropped_on_read() {
-        let item = HashMap::from([
-            ("a".to_owned(), n(1)),
-            (RECORD_TYPE.to_owned(), s(PURCHASE_RECORD)),
-        ]);
-        let back: Value = from_item(&item, &[RECORD_TYPE]).unwrap();
-        assert_eq!(back, serde_json::json!({"a": 1}));
-    }
-
-    #[test]
-    fn throttling_and_server_errors_are_transient() {
-        for code in [
-            "ProvisionedThroughputExceededException",
-            "RequestLimitExceeded",
-            "ThrottlingException",
-        ] {
-            assert!(is_transient_code(Some(code)), "{code}");
-        }
-        for code in [
-            "ConditionalCheckFailedException",
-            "ValidationException",
-            "ResourceNotFoundException",
-        ] {
-            assert!(!is_transient_code(Some(code)), "{code}");
-        }
-        assert!(is_transient_reason(Some("TransactionConflict")));
-        assert!(!is_transient_reason(Some("ConditionalCheckFailed")));
-    }
-
-    #[test]
-    fn page_tokens_only_open_their_own_partition() {
-        let token = page_token(CUSTOMER_ID, "alice", "p-1").unwrap();
-        let key = start_key(&token, CUSTOMER_ID, "alice").unwrap();
-        assert_eq!(key[PURCHASE_ID], s("p-1"));
-        assert!(start_key(&token, CUSTOMER_ID, "mallory").is_err());
-        assert!(start_key(&token, RECORD_TYPE, PURCHASE_RECORD).is_err());
-        assert!(start_key("not json", CUSTOMER_ID, "alice").is_err());
-    }
-
-    #[test]
-    fn duplicate_lines_are_merged_for_one_transaction() {
-        let merged = merge_lines(&[("a".into(), 1), ("b".into(), 2), ("a".into(), 3)]);
-        assert_eq!(merged, vec![("a".to_owned(), 4), ("b".to_owned(), 2)]);
-    }
-}
-
 #[async_trait]
 impl RuleSetStore for DynamoStore {
     async fn create_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError> {
@@ -1299,5 +1236,68 @@ impl RuleSetStore for DynamoStore {
             .collect::<Result<_, _>>()?;
         sets.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(sets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_round_trip_through_attribute_values() {
+        let value = serde_json::json!({
+            "text": "", "int": -5, "big": u64::MAX, "flag": true, "none": null,
+            "list": [1, "two", {"three": 3}], "map": {"nested": []}
+        });
+        let item = to_item(&value).unwrap();
+        assert_eq!(item["int"], AttributeValue::N("-5".into()));
+        let back: Value = from_item(&item, &[]).unwrap();
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn storage_only_attributes_are_dropped_on_read() {
+        let item = HashMap::from([
+            ("a".to_owned(), n(1)),
+            (RECORD_TYPE.to_owned(), s(PURCHASE_RECORD)),
+        ]);
+        let back: Value = from_item(&item, &[RECORD_TYPE]).unwrap();
+        assert_eq!(back, serde_json::json!({"a": 1}));
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_transient() {
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "RequestLimitExceeded",
+            "ThrottlingException",
+        ] {
+            assert!(is_transient_code(Some(code)), "{code}");
+        }
+        for code in [
+            "ConditionalCheckFailedException",
+            "ValidationException",
+            "ResourceNotFoundException",
+        ] {
+            assert!(!is_transient_code(Some(code)), "{code}");
+        }
+        assert!(is_transient_reason(Some("TransactionConflict")));
+        assert!(!is_transient_reason(Some("ConditionalCheckFailed")));
+    }
+
+    #[test]
+    fn page_tokens_only_open_their_own_partition() {
+        let token = page_token(CUSTOMER_ID, "alice", "p-1").unwrap();
+        let key = start_key(&token, CUSTOMER_ID, "alice").unwrap();
+        assert_eq!(key[PURCHASE_ID], s("p-1"));
+        assert!(start_key(&token, CUSTOMER_ID, "mallory").is_err());
+        assert!(start_key(&token, RECORD_TYPE, PURCHASE_RECORD).is_err());
+        assert!(start_key("not json", CUSTOMER_ID, "alice").is_err());
+    }
+
+    #[test]
+    fn duplicate_lines_are_merged_for_one_transaction() {
+        let merged = merge_lines(&[("a".into(), 1), ("b".into(), 2), ("a".into(), 3)]);
+        assert_eq!(merged, vec![("a".to_owned(), 4), ("b".to_owned(), 2)]);
     }
 }

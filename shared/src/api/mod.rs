@@ -464,7 +464,7 @@ pub async fn cancel_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
 
 async fn cancel(app: &App, request: &ApiRequest, caller: &Caller) -> Result<ApiResponse, ApiError> {
     let id = path_id(request)?;
-    load_visible(app, &caller, id).await?;
+    load_visible(app, caller, id).await?;
     let mut already = false;
     let purchase = modify_purchase(app.purchases.as_ref(), id, |p| {
         already = p.status == PurchaseStatus::Cancelled;
