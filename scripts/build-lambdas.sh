@@ -4,7 +4,7 @@
 # per crate in functions/, then their sizes.
 #
 # Not part of scripts/test.sh: it compiles the AWS SDK in release mode for
-# aarch64 (10-20 minutes from scratch on 2 cores). `sam build` runs the same
+# aarch64 (up to ~30 minutes from scratch on 2 cores). `sam build` runs the same
 # cargo-lambda per function and reuses this target/ directory.
 #
 #   scripts/build-lambdas.sh                  # every function
