@@ -112,13 +112,25 @@ async fn concurrent_puts_lose_no_update() {
             let (h, id) = (h.clone(), id.clone());
             tokio::spawn(async move {
                 let change = json!({"shippingAddress": {"name": format!("writer-{i}"), "address": "1 Main St", "city": "Oxford", "country": "GB", "postalCode": "OX1 1AA"}});
-                h.send(Method::PUT, &format!("/purchases/{id}"), &h.customer_token(CUSTOMER), Some(&change)).await.0
+                // A well-behaved client: a 409 ("changed concurrently too
+                // often") is an explicit "try again", never a silent loss.
+                let mut conflicts = 0u64;
+                loop {
+                    let status = h.send(Method::PUT, &format!("/purchases/{id}"), &h.customer_token(CUSTOMER), Some(&change)).await.0;
+                    if status != 409 || conflicts == 50 {
+                        return (status, conflicts);
+                    }
+                    conflicts += 1;
+                }
             })
         })
         .collect();
     let mut statuses = BTreeMap::new();
+    let mut retried_conflicts = 0;
     for task in tasks {
-        *statuses.entry(task.await.unwrap()).or_insert(0u64) += 1;
+        let (status, conflicts) = task.await.unwrap();
+        *statuses.entry(status).or_insert(0u64) += 1;
+        retried_conflicts += conflicts;
     }
     let p = h.get(&id).await;
     let applied = p["timeline"]
@@ -135,7 +147,7 @@ async fn concurrent_puts_lose_no_update() {
     assert_eq!(after - before, succeeded);
     report(
         "200 concurrent PUTs",
-        json!({"writers": writers, "succeeded": succeeded, "applied": applied, "versions advanced": after - before, "lost updates": succeeded - applied}),
+        json!({"writers": writers, "succeeded": succeeded, "applied": applied, "versions advanced": after - before, "lost updates": succeeded - applied, "409s retried by the client": retried_conflicts}),
     );
     gate.open();
     h.wait_final(&id).await;
