@@ -322,6 +322,37 @@ impl DynamoStore {
         Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
     }
 
+    /// Writes an item whose key must not exist yet; `AlreadyExists(id)` if it does.
+    async fn put_new(
+        &self,
+        table: &str,
+        item: Item,
+        key_attribute: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#key)")
+            .expression_attribute_names("#key", key_attribute)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Err(StoreError::AlreadyExists(id.to_owned()))
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     async fn get_item(&self, table: &str, key: Item) -> Result<Option<Item>, StoreError> {
         let output = self
             .client
@@ -601,27 +632,13 @@ fn start_key(token: &str, partition: &str, partition_value: &str) -> Result<Item
 #[async_trait]
 impl PurchaseStore for DynamoStore {
     async fn create_purchase(&self, purchase: &Purchase) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.tables.purchases)
-            .set_item(Some(purchase_item(purchase)?))
-            .condition_expression("attribute_not_exists(#id)")
-            .expression_attribute_names("#id", PURCHASE_ID)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Err(StoreError::AlreadyExists(purchase.purchase_id.clone()))
-            }
-            Err(e) => Err(classify(e)),
-        }
+        self.put_new(
+            &self.tables.purchases,
+            purchase_item(purchase)?,
+            PURCHASE_ID,
+            &purchase.purchase_id,
+        )
+        .await
     }
 
     async fn get_purchase(&self, purchase_id: &str) -> Result<Option<Purchase>, StoreError> {
@@ -1144,27 +1161,13 @@ impl IdempotencyStore for DynamoStore {
 #[async_trait]
 impl RuleSetStore for DynamoStore {
     async fn create_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.tables.rule_sets)
-            .set_item(Some(to_item(set)?))
-            .condition_expression("attribute_not_exists(#name)")
-            .expression_attribute_names("#name", RULE_SET_NAME)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Err(StoreError::AlreadyExists(set.name.clone()))
-            }
-            Err(e) => Err(classify(e)),
-        }
+        self.put_new(
+            &self.tables.rule_sets,
+            to_item(set)?,
+            RULE_SET_NAME,
+            &set.name,
+        )
+        .await
     }
 
     async fn get_rule_set(&self, name: &str) -> Result<Option<RuleSetRecord>, StoreError> {
