@@ -31,6 +31,9 @@ pub struct TaskContext {
     pub task_token: Option<String>,
     /// `$$.State.RetryCount`: 0 on the first attempt.
     pub retry_count: u32,
+    /// The Task's `TimeoutSeconds`: the invocation is abandoned after it, so
+    /// a task with more work than time should stop before.
+    pub timeout: Option<Duration>,
 }
 
 /// Runs a Task's `Resource`.
@@ -67,6 +70,8 @@ struct Inner {
     invoker: Arc<dyn TaskInvoker>,
     journal: Arc<dyn ExecutionJournal>,
     tokens: Mutex<HashMap<String, TokenSender>>,
+    /// Multiplies every Retry and Wait delay (1.0: as the definition says).
+    delay_scale: f64,
 }
 
 /// The facts about an execution that stay fixed while it runs.
@@ -209,7 +214,40 @@ impl Runner {
                 invoker,
                 journal,
                 tokens: Mutex::new(HashMap::new()),
+                delay_scale: 1.0,
             }),
+        }
+    }
+
+    /// The same runner with every Retry and Wait delay multiplied by
+    /// `scale` (task timeouts are not scaled). For tests and local
+    /// development that should not sit through a definition's real backoff;
+    /// a deployed workflow always waits as written.
+    pub fn with_delay_scale(self, scale: f64) -> Runner {
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => Inner {
+                machine: Arc::clone(&shared.machine),
+                invoker: Arc::clone(&shared.invoker),
+                journal: Arc::clone(&shared.journal),
+                tokens: Mutex::new(HashMap::new()),
+                delay_scale: shared.delay_scale,
+            },
+        };
+        Runner {
+            inner: Arc::new(Inner {
+                delay_scale: scale.max(0.0),
+                ..inner
+            }),
+        }
+    }
+
+    fn scaled(&self, delay: Duration) -> Duration {
+        if self.inner.delay_scale == 1.0 {
+            delay
+        } else {
+            Duration::try_from_secs_f64(delay.as_secs_f64() * self.inner.delay_scale)
+                .unwrap_or(Duration::MAX)
         }
     }
 
@@ -274,6 +312,31 @@ impl Runner {
             checkpoint.task_token,
         )
         .await
+    }
+
+    /// Restarts a failed execution at the state that failed, with that
+    /// state's input, as Step Functions' `RedriveExecution` does: the states
+    /// that succeeded are not run again. `None` if the checkpoint is not of a
+    /// failed execution (running or succeeded ones cannot be redriven).
+    pub async fn redrive(&self, checkpoint: Checkpoint) -> Option<ExecutionOutcome> {
+        if checkpoint.status != ExecutionStatus::Failed {
+            return None;
+        }
+        info!(execution = %checkpoint.execution_name, state = %checkpoint.state_name, "execution redriven");
+        let execution = Execution {
+            id: format!(
+                "arn:aws:states:local:000000000000:execution:{}:{}",
+                self.inner.machine.name(),
+                checkpoint.execution_name
+            ),
+            name: checkpoint.execution_name,
+            input: checkpoint.execution_input,
+            started_at: checkpoint.started_at,
+        };
+        Some(
+            self.run(execution, checkpoint.state_name, checkpoint.state_input, None)
+                .await,
+        )
     }
 
     /// Completes the `.waitForTaskToken` task waiting on `token` with `output` as its result.
@@ -556,7 +619,7 @@ impl Runner {
                 until(at.with_timezone(&Utc))
             }
         };
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(self.scaled(delay)).await;
         let output = select_io(wait.output_path.as_ref(), &effective, context)?;
         Ok(follow(&wait.transition, output))
     }
@@ -621,7 +684,7 @@ impl Runner {
             {
                 let retrier = &task.retry[i];
                 if attempts[i] < retrier.max_attempts {
-                    let delay = retry_delay(retrier, attempts[i]);
+                    let delay = self.scaled(retry_delay(retrier, attempts[i]));
                     attempts[i] += 1;
                     retry_count = retry_count.saturating_add(1);
                     info!(
@@ -691,6 +754,7 @@ impl Runner {
             state_name: name.to_owned(),
             task_token: token,
             retry_count,
+            timeout: task.timeout,
         };
         let call = self.call(execution, task, raw_input, payload, &task_context);
         let result = match task.timeout {

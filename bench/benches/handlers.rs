@@ -21,7 +21,9 @@ use bench::fixtures::{self, hello_handler};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use lambda_http::{Context, LambdaEvent, Request, Service, service_fn};
 use serde_json::{Value, json};
-use shared::api::{ApiRequest, App, Endpoint};
+use shared::api::app::App;
+use shared::api::endpoint::Endpoint;
+use shared::api::request::ApiRequest;
 use tokio::runtime::Runtime;
 
 struct Bench {
@@ -151,7 +153,7 @@ fn handler_group(c: &mut Criterion, rt: &Runtime, label: &str, dir: &Path) {
         });
     }
     block(rt, fixtures::ensure_rule_set(bench.app)).expect("default rule set");
-    let rule_set = Some(shared::store::DEFAULT_RULE_SET);
+    let rule_set = Some(shared::ports::store::DEFAULT_RULE_SET);
     let list_rule_sets = fixtures::rule_set_request(&admin, None, None);
     group.bench_function("list_rule_sets", |b| {
         b.iter(|| handle(rt, &bench, Endpoint::ListRuleSets, &list_rule_sets));

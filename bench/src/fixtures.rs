@@ -10,13 +10,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
-use shared::api::{ApiRequest, ApiResponse, App, Endpoint};
+use shared::api::app::App;
+use shared::api::endpoint::Endpoint;
+use shared::api::request::{ApiRequest, ApiResponse};
 use shared::auth::{AuthConfig, JwtAuthenticator, KeySource, Scope, mint_hs256_token};
-use shared::embedded::EmbeddedStore;
-use shared::model::Product;
+use shared::adapters::embedded::EmbeddedStore;
+use shared::domain::purchase::Product;
 use shared::steps::{Step, StepDeps};
-use shared::store::Inventory;
-use shared::workflow::{Workflow, WorkflowError};
+use shared::ports::store::Inventory;
+use shared::domain::PurchaseId;
+use shared::domain::purchase::TaskDecision;
+use shared::ports::workflow::{ExecutionState, Workflow, WorkflowError};
 
 use crate::Result;
 
@@ -36,13 +40,16 @@ pub struct NoopWorkflow;
 
 #[async_trait]
 impl Workflow for NoopWorkflow {
-    async fn start(&self, _: &str) -> Result<(), WorkflowError> {
+    async fn start(&self, _: &PurchaseId) -> Result<(), WorkflowError> {
         Ok(())
     }
-    async fn send_task_success(&self, _: &str, _: Value) -> Result<(), WorkflowError> {
+    async fn describe(&self, _: &PurchaseId) -> Result<Option<ExecutionState>, WorkflowError> {
+        Ok(Some(ExecutionState::Running))
+    }
+    async fn notify(&self, _: &str, _: TaskDecision) -> Result<(), WorkflowError> {
         Ok(())
     }
-    async fn send_task_failure(&self, _: &str, _: &str, _: &str) -> Result<(), WorkflowError> {
+    async fn redrive(&self, _: &PurchaseId) -> Result<(), WorkflowError> {
         Ok(())
     }
 }
@@ -174,7 +181,7 @@ pub fn rule_set_request(token: &str, body: Option<&Value>, name: Option<&str>) -
 /// The body of `events/create-rule-set.json`: the default rule set, which
 /// the `EvaluateRules` step applies to every purchase (these rules pass).
 pub fn rule_set_body() -> Value {
-    json!({"name": shared::store::DEFAULT_RULE_SET, "description": "Limits for every purchase",
+    json!({"name": shared::ports::store::DEFAULT_RULE_SET, "description": "Limits for every purchase",
            "rules": [{"id": "max-quantity", "parameters": {"max": 10}},
                      {"id": "blocked-countries", "parameters": {"countries": ["KP"]}}]})
 }
@@ -204,7 +211,7 @@ pub async fn remove_rule_set(app: &App) -> Result<()> {
     let response = Endpoint::DeleteRuleSet
         .handle(
             app,
-            &rule_set_request(&admin_token()?, None, Some(shared::store::DEFAULT_RULE_SET)),
+            &rule_set_request(&admin_token()?, None, Some(shared::ports::store::DEFAULT_RULE_SET)),
         )
         .await;
     if response.status().is_success() || response.status() == StatusCode::NOT_FOUND {
@@ -231,7 +238,7 @@ pub async fn hello_handler(request: &ApiRequest) -> ApiResponse {
         "bytes": request.body.len(),
         "authorized": request.headers.contains_key(header::AUTHORIZATION),
     });
-    shared::error::json_response(StatusCode::OK, body.to_string())
+    shared::api::error::json_response(StatusCode::OK, body.to_string())
 }
 
 /// The App of the local server, on an embedded store in `dir`, with the
@@ -258,11 +265,11 @@ pub struct DynamoFixture {
 
 impl DynamoFixture {
     pub async fn connect(endpoint: &str) -> Result<DynamoFixture> {
-        let sdk = shared::config::aws_config().await;
-        let store = Arc::new(shared::config::dynamodb_store(
+        let sdk = shared::lambda::config::aws_config().await;
+        let store = Arc::new(shared::lambda::config::dynamodb_store(
             &sdk,
             Some(endpoint),
-            shared::dynamodb::DynamoTables::from_env(),
+            shared::adapters::dynamodb::DynamoTables::from_env(),
         ));
         store.create_tables().await?;
         seed_catalog(store.as_ref()).await?;
@@ -276,10 +283,9 @@ impl DynamoFixture {
         };
         let steps = StepDeps {
             purchases: store.clone(),
-            inventory: store.clone(),
             rule_sets: store,
-            payments: Arc::new(shared::payment::SimulatedPaymentGateway::default()),
-            provisioning: Arc::new(shared::provisioning::SimulatedProvisioner::default()),
+            payments: Arc::new(shared::adapters::simulators::SimulatedPaymentGateway::default()),
+            provisioning: Arc::new(shared::adapters::simulators::SimulatedProvisioner::default()),
             workflow: Arc::new(NoopWorkflow),
         };
         Ok(DynamoFixture { app, steps })
@@ -316,7 +322,7 @@ pub async fn hold(app: &App, purchase_id: &str) -> Result<()> {
 /// Runs workflow steps in-process, in order, on one purchase.
 pub async fn run_steps(deps: &StepDeps, purchase_id: &str, steps: &[Step]) -> Result<()> {
     for step in steps {
-        step.run(deps, json!({ "purchaseId": purchase_id }))
+        step.run(deps, json!({ "purchaseId": purchase_id }), None)
             .await
             .map_err(|e| format!("{}: {e}", step.state_name()))?;
     }

@@ -1,7 +1,7 @@
 //! The product catalog for local mode: a JSON array of products
 //! (`CATALOG_FILE`, default: the demo catalog compiled in).
 
-use shared::model::Product;
+use shared::domain::purchase::Product;
 
 pub const DEMO_CATALOG: &str = include_str!("../../catalog/demo.json");
 
@@ -15,7 +15,7 @@ pub fn load(path: Option<&std::path::Path>) -> Result<Vec<Product>, String> {
     let products: Vec<Product> =
         serde_json::from_str(&text).map_err(|e| format!("invalid catalog: {e}"))?;
     for product in &products {
-        if product.id.trim().is_empty() || product.unit_price < 0 || product.stock < 0 {
+        if product.id.as_str().trim().is_empty() || product.unit_price < 0 || product.stock < 0 {
             return Err(format!(
                 "invalid catalog entry {:?}: blank id, negative price or stock",
                 product.id

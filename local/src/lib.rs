@@ -13,12 +13,18 @@ pub mod workflow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use shared::api::App;
+use std::time::Duration;
+
+use shared::adapters::dynamodb::DynamoTables;
+use shared::adapters::embedded::EmbeddedStore;
+use shared::api::app::App;
 use shared::auth::{AuthConfig, JwtAuthenticator};
-use shared::payment::PaymentGateway;
-use shared::provisioning::Provisioner;
+use shared::lambda::config::{self as config, env};
+use shared::ports::payment::PaymentGateway;
+use shared::ports::provisioning::Provisioner;
+use shared::ports::store::{IdempotencyStore, Inventory, PurchaseStore, RuleSetStore};
+use shared::service::reconcile::{Findings, reconcile};
 use shared::steps::StepDeps;
-use shared::store::{IdempotencyStore, Inventory, PurchaseStore, RuleSetStore};
 
 pub use workflow::{LocalWorkflow, StepHook};
 
@@ -41,8 +47,11 @@ pub enum StoreChoice {
     /// and the table name variables); `None` is AWS itself.
     DynamoDb {
         endpoint: Option<String>,
-        tables: shared::dynamodb::DynamoTables,
+        tables: DynamoTables,
     },
+    /// redb held in memory: nothing survives the process. For tests that
+    /// run thousands of short-lived systems.
+    InMemory,
 }
 
 /// Everything local mode is built from. [`LocalOptions::from_env`] reads the
@@ -61,6 +70,15 @@ pub struct LocalOptions {
     /// Wraps the stores before anything uses them; the reliability tests
     /// use it to inject faults.
     pub store_layer: Option<StoreLayer>,
+    /// Multiplies the definition's Retry and Wait delays
+    /// (`RETRY_DELAY_SCALE`, default 1: as deployed).
+    pub delay_scale: f64,
+    /// How often the reconciler runs (`RECONCILE_EVERY_SECONDS`, default
+    /// 60; `None`: never, tests run it by hand).
+    pub reconcile_every: Option<Duration>,
+    /// How long a purchase must be unchanged before the reconciler looks at
+    /// it (`RECONCILE_AFTER_SECONDS`, default 300).
+    pub reconcile_after: Duration,
 }
 
 /// The three store ports, as one bundle.
@@ -96,9 +114,7 @@ pub const DEFAULT_AUDIENCE: &str = "purchase-orchestrator";
 /// AWS); otherwise a development secret generated under `DATA_DIR`, which the
 /// `token` command reads too.
 pub fn auth_config(data_dir: &std::path::Path) -> Result<AuthConfig, LocalError> {
-    if shared::config::env("JWKS_URL").is_some()
-        || shared::config::env("JWT_HS256_SECRET").is_some()
-    {
+    if env("JWKS_URL").is_some() || env("JWT_HS256_SECRET").is_some() {
         return AuthConfig::from_env().map_err(|e| LocalError(e.to_string()));
     }
     let secret = shared::auth::local_dev_secret(data_dir).map_err(|e| {
@@ -108,9 +124,8 @@ pub fn auth_config(data_dir: &std::path::Path) -> Result<AuthConfig, LocalError>
         ))
     })?;
     Ok(AuthConfig {
-        issuer: shared::config::env("JWT_ISSUER").unwrap_or_else(|| DEFAULT_ISSUER.to_owned()),
-        audience: shared::config::env("JWT_AUDIENCE")
-            .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
+        issuer: env("JWT_ISSUER").unwrap_or_else(|| DEFAULT_ISSUER.to_owned()),
+        audience: env("JWT_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
         leeway_seconds: 30,
         keys: shared::auth::KeySource::Hs256 { secret },
     })
@@ -118,13 +133,12 @@ pub fn auth_config(data_dir: &std::path::Path) -> Result<AuthConfig, LocalError>
 
 impl LocalOptions {
     pub fn from_env() -> Result<LocalOptions, LocalError> {
-        let data_dir =
-            PathBuf::from(shared::config::env("DATA_DIR").unwrap_or_else(|| "./.data".into()));
-        let store = match shared::config::env("STORE").as_deref() {
+        let data_dir = PathBuf::from(env("DATA_DIR").unwrap_or_else(|| "./.data".into()));
+        let store = match env("STORE").as_deref() {
             None | Some("embedded") => StoreChoice::Embedded,
             Some("dynamodb") => StoreChoice::DynamoDb {
-                endpoint: shared::config::env("DYNAMODB_ENDPOINT"),
-                tables: shared::dynamodb::DynamoTables::from_env(),
+                endpoint: env("DYNAMODB_ENDPOINT"),
+                tables: DynamoTables::from_env(),
             },
             Some(other) => {
                 return Err(LocalError(format!(
@@ -132,41 +146,70 @@ impl LocalOptions {
                 )));
             }
         };
-        let simulator = Some(shared::config::SIMULATOR);
+        let simulator = Some(config::SIMULATOR);
+        let seconds = |name: &str, default: u64| -> Result<u64, LocalError> {
+            match env(name) {
+                None => Ok(default),
+                Some(text) => text.trim().parse().map_err(|_| {
+                    LocalError(format!("{name}={text:?} is not a whole number of seconds"))
+                }),
+            }
+        };
+        let delay_scale = match env("RETRY_DELAY_SCALE") {
+            None => 1.0,
+            Some(text) => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|scale| scale.is_finite() && *scale >= 0.0)
+                .ok_or_else(|| {
+                    LocalError(format!(
+                        "RETRY_DELAY_SCALE={text:?} is not a non-negative number"
+                    ))
+                })?,
+        };
+        let every = seconds("RECONCILE_EVERY_SECONDS", 60)?;
         Ok(LocalOptions {
             auth: auth_config(&data_dir)?,
-            catalog_file: shared::config::env("CATALOG_FILE").map(PathBuf::from),
+            catalog_file: env("CATALOG_FILE").map(PathBuf::from),
             data_dir,
             store,
-            payments: shared::config::payment_gateway(simulator)
-                .map_err(|e| LocalError(e.to_string()))?,
-            provisioning: shared::config::provisioner(simulator)
-                .map_err(|e| LocalError(e.to_string()))?,
+            payments: config::payment_gateway(simulator).map_err(|e| LocalError(e.to_string()))?,
+            provisioning: config::provisioner(simulator).map_err(|e| LocalError(e.to_string()))?,
             step_hook: None,
             store_layer: None,
+            delay_scale,
+            reconcile_every: (every > 0).then(|| Duration::from_secs(every)),
+            reconcile_after: config::reconcile_after().map_err(|e| LocalError(e.to_string()))?,
         })
     }
 }
 
 /// A running local orchestrator: the API's dependencies, the step tasks'
-/// dependencies and the in-process workflow runner.
+/// dependencies, the in-process workflow runner and the reconciler.
 pub struct LocalSystem {
     pub app: App,
     pub steps: StepDeps,
     pub workflow: Arc<LocalWorkflow>,
+    reconcile_after: Duration,
+    reconciler: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LocalSystem {
-    /// Opens the store, seeds the catalog, loads the state machine and
-    /// resumes every execution a previous run left unfinished.
+    /// Opens the store, seeds the catalog, loads the state machine, resumes
+    /// every execution a previous run left unfinished and starts the
+    /// reconciler.
     pub async fn start(options: LocalOptions) -> Result<LocalSystem, LocalError> {
-        let embedded = shared::embedded::EmbeddedStore::open(&options.data_dir)
-            .map_err(|e| LocalError(e.to_string()))?;
+        let embedded = match options.store {
+            StoreChoice::InMemory => EmbeddedStore::in_memory(),
+            _ => EmbeddedStore::open(&options.data_dir),
+        }
+        .map_err(|e| LocalError(e.to_string()))?;
         let mut stores = match options.store {
-            StoreChoice::Embedded => Stores::of(Arc::new(embedded.clone())),
+            StoreChoice::Embedded | StoreChoice::InMemory => Stores::of(Arc::new(embedded.clone())),
             StoreChoice::DynamoDb { endpoint, tables } => {
-                let sdk = shared::config::aws_config().await;
-                let store = shared::config::dynamodb_store(&sdk, endpoint.as_deref(), tables);
+                let sdk = config::aws_config().await;
+                let store = config::dynamodb_store(&sdk, endpoint.as_deref(), tables);
                 // Local mode owns its tables (on AWS the SAM template
                 // does): create whichever are missing, keep the rest.
                 store
@@ -196,7 +239,6 @@ impl LocalSystem {
         let callbacks = Arc::new(workflow::RunnerCallbacks::default());
         let steps = StepDeps {
             purchases: purchases.clone(),
-            inventory: inventory.clone(),
             rule_sets: rule_sets.clone(),
             payments: options.payments.clone(),
             provisioning: options.provisioning.clone(),
@@ -209,6 +251,7 @@ impl LocalSystem {
             callbacks,
             embedded.database(),
             options.step_hook.clone(),
+            options.delay_scale,
         )
         .map_err(LocalError::wrap("state machine"))?;
         let resumed = workflow
@@ -228,14 +271,53 @@ impl LocalSystem {
             idempotency,
             rule_sets,
         };
+        let reconciler = options.reconcile_every.map(|every| {
+            let purchases = app.purchases.clone();
+            let workflow = Arc::downgrade(&workflow);
+            let after = options.reconcile_after;
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.tick().await; // the first tick is immediate: skip it
+                loop {
+                    ticks.tick().await;
+                    let Some(workflow) = workflow.upgrade() else { return };
+                    if let Err(error) = reconcile(purchases.as_ref(), workflow.as_ref(), after).await {
+                        tracing::warn!(%error, "reconciler pass failed");
+                    }
+                }
+            })
+        });
         Ok(LocalSystem {
             app,
             steps,
             workflow,
+            reconcile_after: options.reconcile_after,
+            reconciler,
         })
     }
 
     pub fn router(&self) -> axum::Router {
         server::router(self.app.clone())
+    }
+
+    /// One reconciler pass now, over purchases unchanged for `stale_after`
+    /// (the configured age if `None`).
+    pub async fn reconcile(&self, stale_after: Option<Duration>) -> Result<Findings, LocalError> {
+        reconcile(
+            self.app.purchases.as_ref(),
+            self.workflow.as_ref(),
+            stale_after.unwrap_or(self.reconcile_after),
+        )
+        .await
+        .map_err(|e| LocalError(e.to_string()))
+    }
+
+    /// Stops the reconciler and every running execution, as a process exit
+    /// would (their checkpoints stay for the next start).
+    pub async fn shutdown(&self) {
+        if let Some(reconciler) = &self.reconciler {
+            reconciler.abort();
+        }
+        self.workflow.shutdown().await;
     }
 }

@@ -16,7 +16,7 @@ const USAGE: &str = "usage:
 
 #[tokio::main]
 async fn main() {
-    shared::telemetry::init_local();
+    shared::observability::telemetry::init_local();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         None | Some("serve") => serve().await,
@@ -39,15 +39,15 @@ async fn serve() -> Result<(), String> {
     let system = LocalSystem::start(options)
         .await
         .map_err(|e| e.to_string())?;
-    let host = shared::config::env("HOST").unwrap_or_else(|| "127.0.0.1".into());
-    let port = shared::config::env("PORT").unwrap_or_else(|| "3000".into());
+    let host = shared::lambda::config::env("HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let port = shared::lambda::config::env("PORT").unwrap_or_else(|| "3000".into());
     let address = format!("{host}:{port}");
     let listener = tokio::net::TcpListener::bind(&address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
     tracing::info!(
         "purchase orchestrator listening on http://{address}{} (data in {})",
-        shared::api::BASE_PATH,
+        shared::api::request::BASE_PATH,
         data_dir.display()
     );
     axum::serve(listener, system.router())
@@ -85,7 +85,7 @@ fn token(args: &[String]) -> Result<(), String> {
         .map(|s| Scope::parse(s).ok_or_else(|| format!("unknown scope {s:?}")))
         .collect::<Result<Vec<_>, _>>()?;
     let data_dir = std::path::PathBuf::from(
-        shared::config::env("DATA_DIR").unwrap_or_else(|| "./.data".into()),
+        shared::lambda::config::env("DATA_DIR").unwrap_or_else(|| "./.data".into()),
     );
     let config = local::auth_config(&data_dir).map_err(|e| e.to_string())?;
     let KeySource::Hs256 { secret } = &config.keys else {

@@ -1,22 +1,24 @@
 //! The local HTTP server: the spec's routes under `/purchase-orchestrator`,
 //! each handing the request to the same handler the Lambda runs.
 
+use std::collections::{BTreeMap, HashMap};
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::routing::{get, post};
-use shared::api::{ApiRequest, ApiResponse, App, BASE_PATH, Endpoint};
-use shared::error::ApiError;
-use shared::validation::limits::MAX_BODY_BYTES;
+use axum::routing::{MethodFilter, MethodRouter};
+use shared::api::app::App;
+use shared::api::endpoint::{Endpoint, PURCHASE_ID_PARAMETER, RULE_SET_NAME_PARAMETER};
+use shared::api::error::ApiError;
+use shared::api::request::{ApiRequest, ApiResponse, BASE_PATH};
+use shared::domain::validation::limits::MAX_BODY_BYTES;
 
-/// The path parameter a route carries, if any.
-enum PathId {
-    None,
-    Purchase(String),
-    RuleSet(String),
-}
-
-async fn dispatch(endpoint: Endpoint, app: &App, path_id: PathId, request: Request) -> ApiResponse {
+async fn dispatch(
+    endpoint: Endpoint,
+    app: &App,
+    params: &HashMap<String, String>,
+    request: Request,
+) -> ApiResponse {
     let request_id = uuid::Uuid::now_v7().to_string();
     let (parts, body) = request.into_parts();
     let query = parts.uri.query().map(url_pairs).unwrap_or_default();
@@ -29,16 +31,11 @@ async fn dispatch(endpoint: Endpoint, app: &App, path_id: PathId, request: Reque
                 .into_response(&request_id);
         }
     };
-    let (purchase_id, rule_set_name) = match path_id {
-        PathId::None => (None, None),
-        PathId::Purchase(id) => (Some(id), None),
-        PathId::RuleSet(name) => (None, Some(name)),
-    };
     let api_request = ApiRequest {
         headers: parts.headers,
         body,
-        purchase_id,
-        rule_set_name,
+        purchase_id: params.get(PURCHASE_ID_PARAMETER).cloned(),
+        rule_set_name: params.get(RULE_SET_NAME_PARAMETER).cloned(),
         query,
         request_id: request_id.clone(),
     };
@@ -89,130 +86,29 @@ fn response(response: ApiResponse) -> axum::response::Response {
     response.map(Body::from)
 }
 
+/// The API's routes, built from the same endpoint table the Lambda
+/// functions and `template.yaml` follow, under `/purchase-orchestrator`.
 pub fn router(app: App) -> Router {
-    let purchases = Router::new()
-        .route(
-            "/purchases",
-            post(|State(app): State<App>, request: Request| async move {
-                response(dispatch(Endpoint::CreatePurchase, &app, PathId::None, request).await)
-            })
-            .get(|State(app): State<App>, request: Request| async move {
-                response(dispatch(Endpoint::ListPurchases, &app, PathId::None, request).await)
-            }),
-        )
-        .route(
-            "/purchases/{purchase_id}",
-            get(
-                |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                    response(
-                        dispatch(Endpoint::GetPurchase, &app, PathId::Purchase(id), request).await,
-                    )
-                },
-            )
-            .put(
-                |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                    response(
-                        dispatch(
-                            Endpoint::UpdatePurchase,
-                            &app,
-                            PathId::Purchase(id),
-                            request,
-                        )
-                        .await,
-                    )
-                },
-            ),
-        )
-        .route(
-            "/purchases/{purchase_id}/cancel",
-            post(
-                |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                    response(
-                        dispatch(
-                            Endpoint::CancelPurchase,
-                            &app,
-                            PathId::Purchase(id),
-                            request,
-                        )
-                        .await,
-                    )
-                },
-            ),
-        )
-        .route(
-            "/purchases/{purchase_id}/apply-rules",
-            post(
-                |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                    response(
-                        dispatch(Endpoint::ApplyRules, &app, PathId::Purchase(id), request).await,
-                    )
-                },
-            ),
-        )
-        .route(
-            "/purchases/{purchase_id}/review",
-            post(
-                |State(app): State<App>, Path(id): Path<String>, request: Request| async move {
-                    response(
-                        dispatch(
-                            Endpoint::ReviewPurchase,
-                            &app,
-                            PathId::Purchase(id),
-                            request,
-                        )
-                        .await,
-                    )
-                },
-            ),
-        )
-        .route(
-            "/rules",
-            get(|State(app): State<App>, request: Request| async move {
-                response(dispatch(Endpoint::ListRuleSets, &app, PathId::None, request).await)
-            })
-            .post(|State(app): State<App>, request: Request| async move {
-                response(dispatch(Endpoint::CreateRuleSet, &app, PathId::None, request).await)
-            }),
-        )
-        .route(
-            "/rules/{name}",
-            get(
-                |State(app): State<App>, Path(name): Path<String>, request: Request| async move {
-                    response(
-                        dispatch(Endpoint::GetRuleSet, &app, PathId::RuleSet(name), request).await,
-                    )
-                },
-            )
-            .put(
-                |State(app): State<App>, Path(name): Path<String>, request: Request| async move {
-                    response(
-                        dispatch(
-                            Endpoint::UpdateRuleSet,
-                            &app,
-                            PathId::RuleSet(name),
-                            request,
-                        )
-                        .await,
-                    )
-                },
-            )
-            .delete(
-                |State(app): State<App>, Path(name): Path<String>, request: Request| async move {
-                    response(
-                        dispatch(
-                            Endpoint::DeleteRuleSet,
-                            &app,
-                            PathId::RuleSet(name),
-                            request,
-                        )
-                        .await,
-                    )
-                },
-            ),
-        )
-        .with_state(app);
+    let mut paths: BTreeMap<&'static str, MethodRouter<App>> = BTreeMap::new();
+    for endpoint in Endpoint::ALL {
+        let (method, path) = endpoint.route();
+        let Ok(filter) = MethodFilter::try_from(method) else {
+            continue; // every method in the table is one axum routes
+        };
+        let handler = move |State(app): State<App>,
+                            Path(params): Path<HashMap<String, String>>,
+                            request: Request| async move {
+            response(dispatch(endpoint, &app, &params, request).await)
+        };
+        let routes = paths.remove(path).unwrap_or_default();
+        paths.insert(path, routes.on(filter, handler));
+    }
+    let mut api = Router::new();
+    for (path, routes) in paths {
+        api = api.route(path, routes);
+    }
     Router::new()
-        .nest(BASE_PATH, purchases)
+        .nest(BASE_PATH, api.with_state(app))
         .fallback(|request: Request| async move {
             let id = uuid::Uuid::now_v7().to_string();
             response(

@@ -1,20 +1,27 @@
 //! The workflow port in local mode: `statemachine/purchase.asl.json` run by
 //! the in-process [`asl::Runner`], its Task states calling the step
 //! functions directly, its checkpoints journaled in the embedded database
-//! so executions survive a restart.
+//! so executions survive a restart (and can be described and redriven, as
+//! Step Functions' can).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use asl::{
     Checkpoint, ExecutionJournal, ExecutionStatus, JournalError, Runner, StateMachine, TaskContext,
-    TaskFailure, TaskInvoker,
+    TaskFailure, TaskInvoker, TaskTokenError,
 };
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
+use shared::domain::PurchaseId;
+use shared::domain::purchase::TaskDecision;
+use shared::ports::workflow::{
+    DEFINITION, ExecutionState, Workflow, WorkflowError, execution_input, task_failure,
+    task_output,
+};
 use shared::steps::{Step, StepDeps};
-use shared::workflow::{DEFINITION, Workflow, WorkflowError, execution_input};
+use tokio::task::JoinSet;
 
 /// executionName (= purchaseId) → latest Checkpoint (JSON).
 const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("executions");
@@ -56,7 +63,7 @@ impl TaskInvoker for StepInvoker {
         &self,
         resource: &str,
         input: Value,
-        _: &TaskContext,
+        context: &TaskContext,
     ) -> Result<Value, TaskFailure> {
         // Direct Lambda resources are `local:<function>`. The callback
         // pattern goes through the `lambda:invoke` integration, which names
@@ -90,7 +97,12 @@ impl TaskInvoker for StepInvoker {
                 .unwrap_or_default();
             hook.before(step, purchase_id).await;
         }
-        step.run(&self.deps, input)
+        // The runner abandons the task at its TimeoutSeconds, as Step
+        // Functions does: the step's deadline, like Lambda's.
+        let deadline = context
+            .timeout
+            .map(|timeout| tokio::time::Instant::now() + timeout);
+        step.run(&self.deps, input, deadline)
             .await
             .map_err(|error| TaskFailure::new(error.name(), error.to_string()))
     }
@@ -160,8 +172,9 @@ impl ExecutionJournal for RedbJournal {
     }
 }
 
-/// The step tasks' view of the workflow: they only complete task tokens,
-/// through the runner that exists once the steps have been wired into it.
+/// The step tasks' view of the workflow: they only deliver decisions to
+/// parked tasks, through the runner that exists once the steps have been
+/// wired into it.
 ///
 /// It holds the workflow weakly: the workflow owns the runner, which owns
 /// the steps, which own this — a strong reference would be a cycle that
@@ -172,67 +185,46 @@ pub struct RunnerCallbacks {
 }
 
 impl RunnerCallbacks {
-    fn runner(&self) -> Result<Runner, WorkflowError> {
+    fn workflow(&self) -> Result<Arc<LocalWorkflow>, WorkflowError> {
         self.workflow
             .get()
             .and_then(Weak::upgrade)
-            .map(|workflow| workflow.runner.clone())
-            .ok_or_else(|| WorkflowError::Internal("the local runner is not running".into()))
+            .ok_or_else(|| WorkflowError::Unavailable("the local runner is not running".into()))
     }
+}
+
+fn not_for_steps() -> WorkflowError {
+    WorkflowError::Failed("steps do not start, describe or redrive executions".into())
 }
 
 #[async_trait]
 impl Workflow for RunnerCallbacks {
-    async fn start(&self, _: &str) -> Result<(), WorkflowError> {
-        Err(WorkflowError::Internal(
-            "steps do not start executions".into(),
-        ))
+    async fn start(&self, _: &PurchaseId) -> Result<(), WorkflowError> {
+        Err(not_for_steps())
     }
 
-    async fn send_task_success(
-        &self,
-        task_token: &str,
-        output: Value,
-    ) -> Result<(), WorkflowError> {
-        send_success(&self.runner()?, task_token, output)
+    async fn describe(&self, _: &PurchaseId) -> Result<Option<ExecutionState>, WorkflowError> {
+        Err(not_for_steps())
     }
 
-    async fn send_task_failure(
-        &self,
-        task_token: &str,
-        error: &str,
-        cause: &str,
-    ) -> Result<(), WorkflowError> {
-        send_failure(&self.runner()?, task_token, error, cause)
+    async fn notify(&self, task_token: &str, decision: TaskDecision) -> Result<(), WorkflowError> {
+        self.workflow()?.notify(task_token, decision).await
+    }
+
+    async fn redrive(&self, _: &PurchaseId) -> Result<(), WorkflowError> {
+        Err(not_for_steps())
     }
 }
 
-// An unknown token (task gone: timed out or already completed) is not
-// retryable, hence `Internal`, which callers log and move past.
-fn send_success(runner: &Runner, task_token: &str, output: Value) -> Result<(), WorkflowError> {
-    runner
-        .send_task_success(task_token, output)
-        .map_err(|e| WorkflowError::Internal(e.to_string()))
-}
-
-fn send_failure(
-    runner: &Runner,
-    task_token: &str,
-    error: &str,
-    cause: &str,
-) -> Result<(), WorkflowError> {
-    runner
-        .send_task_failure(task_token, error, cause)
-        .map_err(|e| WorkflowError::Internal(e.to_string()))
-}
-
-/// Starts and resumes purchase executions in-process.
+/// Starts, resumes, describes and redrives purchase executions in-process.
 pub struct LocalWorkflow {
     runner: Runner,
     journal: Arc<RedbJournal>,
-    /// Executions started by this process, so a second start is a no-op
-    /// even before the first checkpoint is written.
-    started: Mutex<HashSet<String>>,
+    /// Executions this process runs now, so a second start is a no-op even
+    /// before the first checkpoint is written, and `describe` sees them.
+    running: Arc<Mutex<HashSet<String>>>,
+    /// The tasks running them, stopped by [`LocalWorkflow::shutdown`].
+    tasks: Mutex<JoinSet<()>>,
 }
 
 impl LocalWorkflow {
@@ -243,16 +235,19 @@ impl LocalWorkflow {
         callbacks: Arc<RunnerCallbacks>,
         db: Arc<Database>,
         hook: Option<Arc<dyn StepHook>>,
+        delay_scale: f64,
     ) -> Result<Arc<LocalWorkflow>, String> {
         let machine = StateMachine::from_json(DEFINITION, &local_substitutions())
             .map_err(|e| e.to_string())?;
         let journal = Arc::new(RedbJournal::new(db)?);
         let invoker = Arc::new(StepInvoker { deps, hook });
-        let runner = Runner::new(Arc::new(machine), invoker, journal.clone());
+        let runner =
+            Runner::new(Arc::new(machine), invoker, journal.clone()).with_delay_scale(delay_scale);
         let workflow = Arc::new(LocalWorkflow {
             runner,
             journal,
-            started: Mutex::new(HashSet::new()),
+            running: Arc::new(Mutex::new(HashSet::new())),
+            tasks: Mutex::new(JoinSet::new()),
         });
         callbacks
             .workflow
@@ -270,11 +265,33 @@ impl LocalWorkflow {
         self.journal.get(execution_name)
     }
 
-    fn claim(&self, name: &str) -> bool {
-        match self.started.lock() {
-            Ok(mut started) => started.insert(name.to_owned()),
-            Err(_) => false,
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `execution` in the background unless this process runs it already.
+    fn spawn(
+        &self,
+        name: &str,
+        execution: impl Future<Output = Option<asl::ExecutionOutcome>> + Send + 'static,
+    ) -> bool {
+        if !self.running().insert(name.to_owned()) {
+            return false;
         }
+        let running = Arc::clone(&self.running);
+        let name = name.to_owned();
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        // Reap finished tasks so the set does not grow with every purchase.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let outcome = execution.await;
+            tracing::info!(execution = %name, ?outcome, "execution ended");
+            running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&name);
+        });
+        true
     }
 
     /// Continues every execution a previous process left running; returns how many.
@@ -285,56 +302,97 @@ impl LocalWorkflow {
             .map_err(|e| e.to_string())??;
         let count = unfinished.len();
         for checkpoint in unfinished {
-            if !self.claim(&checkpoint.execution_name) {
-                continue;
-            }
             let runner = self.runner.clone();
-            tokio::spawn(async move {
-                let name = checkpoint.execution_name.clone();
-                let outcome = runner.resume(checkpoint).await;
-                tracing::info!(execution = %name, ?outcome, "resumed execution ended");
-            });
+            let name = checkpoint.execution_name.clone();
+            self.spawn(&name, async move { Some(runner.resume(checkpoint).await) });
         }
         Ok(count)
     }
+
+    /// Stops every execution this process runs, as a process exit would:
+    /// their checkpoints stay, and the next start resumes them.
+    pub async fn shutdown(&self) {
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        self.running().clear();
+    }
+}
+
+fn token_error(error: TaskTokenError) -> WorkflowError {
+    // An unknown token: the task is gone (completed, timed out, or never
+    // issued), exactly Step Functions' TaskDoesNotExist / TaskTimedOut.
+    WorkflowError::TaskGone(error.to_string())
 }
 
 #[async_trait]
 impl Workflow for LocalWorkflow {
-    async fn start(&self, purchase_id: &str) -> Result<(), WorkflowError> {
-        if !self.claim(purchase_id) {
+    async fn start(&self, purchase_id: &PurchaseId) -> Result<(), WorkflowError> {
+        let name = purchase_id.as_str();
+        if self.running().contains(name) {
             return Ok(());
         }
-        let existing = self
-            .journal
-            .get(purchase_id)
-            .map_err(WorkflowError::Internal)?;
+        let existing = self.journal.get(name).map_err(WorkflowError::Unavailable)?;
         if existing.is_some() {
             return Ok(()); // like Step Functions: one execution per name
         }
         let runner = self.runner.clone();
-        let name = purchase_id.to_owned();
-        tokio::spawn(async move {
-            let outcome = runner.start(&name, execution_input(&name)).await;
-            tracing::info!(execution = %name, ?outcome, "execution ended");
+        let owned = name.to_owned();
+        self.spawn(name, async move {
+            Some(runner.start(&owned, execution_input(&PurchaseId::new(owned.clone()))).await)
         });
         Ok(())
     }
 
-    async fn send_task_success(
+    async fn describe(
         &self,
-        task_token: &str,
-        output: Value,
-    ) -> Result<(), WorkflowError> {
-        send_success(&self.runner, task_token, output)
+        purchase_id: &PurchaseId,
+    ) -> Result<Option<ExecutionState>, WorkflowError> {
+        if self.running().contains(purchase_id.as_str()) {
+            return Ok(Some(ExecutionState::Running));
+        }
+        let checkpoint = self
+            .journal
+            .get(purchase_id.as_str())
+            .map_err(WorkflowError::Unavailable)?;
+        Ok(checkpoint.map(|checkpoint| match checkpoint.status {
+            ExecutionStatus::Running => ExecutionState::Running,
+            ExecutionStatus::Succeeded => ExecutionState::Succeeded,
+            ExecutionStatus::Failed => ExecutionState::Failed,
+        }))
     }
 
-    async fn send_task_failure(
-        &self,
-        task_token: &str,
-        error: &str,
-        cause: &str,
-    ) -> Result<(), WorkflowError> {
-        send_failure(&self.runner, task_token, error, cause)
+    async fn notify(&self, task_token: &str, decision: TaskDecision) -> Result<(), WorkflowError> {
+        match (decision, task_failure(decision)) {
+            (TaskDecision::Resume { at }, _) => self
+                .runner
+                .send_task_success(task_token, task_output(at))
+                .map_err(token_error),
+            (_, Some((error, cause))) => self
+                .runner
+                .send_task_failure(task_token, error, cause)
+                .map_err(token_error),
+            (_, None) => Ok(()),
+        }
+    }
+
+    async fn redrive(&self, purchase_id: &PurchaseId) -> Result<(), WorkflowError> {
+        let name = purchase_id.as_str();
+        if self.running().contains(name) {
+            return Ok(()); // redriven already
+        }
+        let checkpoint = self
+            .journal
+            .get(name)
+            .map_err(WorkflowError::Unavailable)?
+            .filter(|c| c.status == ExecutionStatus::Failed)
+            .ok_or_else(|| {
+                WorkflowError::NotAllowed(format!(
+                    "the execution of purchase {purchase_id} cannot be redriven"
+                ))
+            })?;
+        let runner = self.runner.clone();
+        self.spawn(name, async move { runner.redrive(checkpoint).await });
+        Ok(())
     }
 }

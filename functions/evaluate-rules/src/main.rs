@@ -6,7 +6,7 @@ use shared::steps::Step;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shared::telemetry::init_lambda();
-    let deps = shared::config::lambda_step_deps().await?;
+    shared::observability::telemetry::init_lambda();
+    let deps = shared::lambda::config::lambda_step_deps().await?;
     shared::lambda::run_step(Step::EvaluateRules, deps).await
 }

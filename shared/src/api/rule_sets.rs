@@ -5,14 +5,14 @@ use chrono::Utc;
 use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ApiRequest, ApiResponse, App, BASE_PATH, authenticate, etag, if_match, respond, to_json,
-};
+use super::app::App;
+use super::body::parse_json_body;
+use super::error::{ApiError, respond};
+use super::request::{ApiRequest, ApiResponse};
+use super::views::{if_match, to_json, with_etag};
 use crate::auth::Scope;
-use crate::error::ApiError;
-use crate::rules::{RuleRequest, RuleSet};
-use crate::store::{MAX_RULE_SETS, RuleSetRecord, StoreError};
-use crate::validation::parse_json_body;
+use crate::domain::rules::{RuleRequest, RuleSet};
+use crate::ports::store::{MAX_RULE_SETS, RuleSetRecord, StoreError};
 
 const MAX_NAME_CHARS: usize = 64;
 const MAX_DESCRIPTION_CHARS: usize = 500;
@@ -52,7 +52,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// The validated description and rules of a body (rules as stored: `{id, parameters}`).
-fn checked_content(body: &RuleSetBody) -> Result<(String, Vec<serde_json::Value>), ApiError> {
+fn checked_content(body: &RuleSetBody) -> Result<(String, Vec<RuleRequest>), ApiError> {
     let description = body.description.clone().unwrap_or_default();
     if description.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(ApiError::invalid(
@@ -63,12 +63,8 @@ fn checked_content(body: &RuleSetBody) -> Result<(String, Vec<serde_json::Value>
     let Some(rules) = &body.rules else {
         return Err(ApiError::invalid("rules", "is required"));
     };
-    RuleSet::from_requests(rules, "rules")?;
-    let rules = rules
-        .iter()
-        .map(|rule| serde_json::to_value(rule).map_err(|e| ApiError::Internal(e.to_string())))
-        .collect::<Result<_, _>>()?;
-    Ok((description, rules))
+    RuleSet::from_requests(rules, "rules", "")?;
+    Ok((description, rules.clone()))
 }
 
 fn path_name(request: &ApiRequest) -> Result<&str, ApiError> {
@@ -77,15 +73,10 @@ fn path_name(request: &ApiRequest) -> Result<&str, ApiError> {
     Ok(name)
 }
 
-fn with_etag(mut response: ApiResponse, version: u64) -> ApiResponse {
-    response.headers_mut().insert(header::ETAG, etag(version));
-    response
-}
-
 /// `GET /rules`
 pub async fn list_rule_sets(app: &App, request: &ApiRequest) -> ApiResponse {
     respond(request, async {
-        authenticate(app, request, Scope::Admin).await?;
+        app.authenticate(request, Scope::Admin).await?;
         let sets = app.rule_sets.list_rule_sets().await?;
         to_json(StatusCode::OK, &RuleSetList { rule_sets: &sets })
     })
@@ -95,7 +86,7 @@ pub async fn list_rule_sets(app: &App, request: &ApiRequest) -> ApiResponse {
 /// `POST /rules`
 pub async fn create_rule_set(app: &App, request: &ApiRequest) -> ApiResponse {
     respond(request, async {
-        let caller = authenticate(app, request, Scope::Admin).await?;
+        let caller = app.authenticate(request, Scope::Admin).await?;
         let body: RuleSetBody = parse_json_body(&request.headers, &request.body)?;
         let name = body
             .name
@@ -126,7 +117,8 @@ pub async fn create_rule_set(app: &App, request: &ApiRequest) -> ApiResponse {
             Err(other) => return Err(other.into()),
         }
         let mut response = with_etag(to_json(StatusCode::CREATED, &set)?, set.version);
-        if let Ok(location) = HeaderValue::from_str(&format!("{BASE_PATH}/rules/{name}")) {
+        // Relative to the request's path, so it resolves under any stage.
+        if let Ok(location) = HeaderValue::from_str(&format!("rules/{name}")) {
             response.headers_mut().insert(header::LOCATION, location);
         }
         Ok(response)
@@ -137,7 +129,7 @@ pub async fn create_rule_set(app: &App, request: &ApiRequest) -> ApiResponse {
 /// `GET /rules/{ruleSetName}`
 pub async fn get_rule_set(app: &App, request: &ApiRequest) -> ApiResponse {
     respond(request, async {
-        authenticate(app, request, Scope::Admin).await?;
+        app.authenticate(request, Scope::Admin).await?;
         let name = path_name(request)?;
         let set = app
             .rule_sets
@@ -153,7 +145,7 @@ pub async fn get_rule_set(app: &App, request: &ApiRequest) -> ApiResponse {
 /// `If-Match` (the ETag of a GET) guards against overwriting someone else's change.
 pub async fn update_rule_set(app: &App, request: &ApiRequest) -> ApiResponse {
     respond(request, async {
-        let caller = authenticate(app, request, Scope::Admin).await?;
+        let caller = app.authenticate(request, Scope::Admin).await?;
         let name = path_name(request)?;
         let expected = if_match(&request.headers)?;
         let body: RuleSetBody = parse_json_body(&request.headers, &request.body)?;
@@ -198,7 +190,7 @@ pub async fn update_rule_set(app: &App, request: &ApiRequest) -> ApiResponse {
 /// `DELETE /rules/{ruleSetName}`
 pub async fn delete_rule_set(app: &App, request: &ApiRequest) -> ApiResponse {
     respond(request, async {
-        authenticate(app, request, Scope::Admin).await?;
+        app.authenticate(request, Scope::Admin).await?;
         let name = path_name(request)?;
         if !app.rule_sets.delete_rule_set(name).await? {
             return Err(ApiError::NotFound(format!("rule set {name}")));

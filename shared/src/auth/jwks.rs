@@ -11,8 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::{AuthConfigError, unauthorized};
-use crate::error::ApiError;
+use super::{AuthConfigError, AuthError, unauthorized};
 
 /// The algorithms a JWKS key can be pinned to. Everything else (HMAC, none,
 /// PS*, EdDSA...) is refused before any key lookup.
@@ -210,7 +209,7 @@ impl JwksCache {
     pub(crate) async fn key_for(
         &self,
         kid: Option<&str>,
-    ) -> Result<Arc<VerificationKey>, ApiError> {
+    ) -> Result<Arc<VerificationKey>, AuthError> {
         if let Some(key) = self.fresh_key(kid, Instant::now()) {
             return Ok(key);
         }
@@ -239,7 +238,7 @@ impl JwksCache {
         let state = self.state();
         let kid_shown = kid.map(shorten).unwrap_or_else(|| "(none)".to_owned());
         match &state.last_error {
-            Some(error) => Err(ApiError::Unavailable {
+            Some(error) => Err(AuthError::Unavailable {
                 retry_after_seconds: self.retry_after_seconds(&state),
                 reason: format!(
                     "cannot verify token with kid {kid_shown}: JWKS unavailable: {error}"

@@ -8,9 +8,10 @@
 //!   for a JWKS the algorithm its key declares (RS256 for RSA, ES256 for EC
 //!   P-256). So `alg: none`, HS256 tokens signed with an RSA public key (key
 //!   confusion) and unknown algorithms are all rejected.
-//! - Every failure is [`ApiError::Unauthorized`] (401): the reason is logged by
-//!   `ApiError::into_response`, never sent. The one exception is a JWKS that
-//!   cannot be fetched: see [`JwksOptions`] for why that answers 503.
+//! - Every failure is [`AuthError::Unauthorized`] (401 at the API): the reason
+//!   is logged, never sent. The one exception is a JWKS that cannot be
+//!   fetched ([`AuthError::Unavailable`]): see [`JwksOptions`] for why that
+//!   answers 503.
 //! - Handlers decide which scope an endpoint needs (`caller.require(..)`) and
 //!   use [`Caller::may_access`] for ownership.
 //! - Local development uses HS256 with a secret from `JWT_HS256_SECRET` or,
@@ -28,7 +29,24 @@ use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::error::ApiError;
+
+/// Why a caller was not let in. The API maps it to 401, 403 or 503 and logs
+/// the reason with the request id; the reason is never sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No or unusable credentials.
+    #[error("authentication required: {reason}")]
+    Unauthorized { reason: String },
+    /// Valid credentials without the needed scope.
+    #[error("insufficient scope: {reason}")]
+    Forbidden { reason: String },
+    /// The keys to verify with cannot be fetched; the token may be fine.
+    #[error("token keys unavailable: {reason}")]
+    Unavailable {
+        retry_after_seconds: u32,
+        reason: String,
+    },
+}
 
 pub use jwks::JwksOptions;
 pub use local::{LOCAL_DEV_SECRET_FILE, MintError, local_dev_secret, mint_hs256_token};
@@ -135,11 +153,11 @@ impl Caller {
     }
 
     /// `Forbidden` (403) unless the caller holds `scope`.
-    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+    pub fn require(&self, scope: Scope) -> Result<(), AuthError> {
         if self.has(scope) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden {
+            Err(AuthError::Forbidden {
                 reason: format!("caller {} lacks scope {scope}", self.customer_id),
             })
         }
@@ -156,7 +174,7 @@ impl Caller {
 /// The one extractor every handler uses to learn who is calling.
 #[async_trait]
 pub trait Authenticator: Send + Sync {
-    async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError>;
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError>;
 }
 
 /// How tokens are verified. Built from the environment once at cold start.
@@ -439,7 +457,7 @@ impl JwtAuthenticator {
     }
 
     /// Verifies a bare token (no `Bearer ` prefix) and returns its caller.
-    pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(unauthorized(format!(
                 "token is longer than {MAX_TOKEN_BYTES} bytes"
@@ -486,7 +504,7 @@ impl JwtAuthenticator {
         token_alg: Algorithm,
         pinned: Algorithm,
         key: &DecodingKey,
-    ) -> Result<Claims, ApiError> {
+    ) -> Result<Claims, AuthError> {
         // Belt and braces: `Validation::new(pinned)` below refuses any other
         // alg too; checking here gives the log a clear reason.
         if token_alg != pinned {
@@ -510,21 +528,21 @@ impl JwtAuthenticator {
 
 #[async_trait]
 impl Authenticator for JwtAuthenticator {
-    async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
         let token = bearer_token(headers)?;
         self.verify(token).await
     }
 }
 
-pub(crate) fn unauthorized(reason: impl Into<String>) -> ApiError {
-    ApiError::Unauthorized {
+pub(crate) fn unauthorized(reason: impl Into<String>) -> AuthError {
+    AuthError::Unauthorized {
         reason: reason.into(),
     }
 }
 
 /// The token of the one `Authorization: Bearer <token>` header. The scheme is
 /// case-insensitive (RFC 7235 §2.1); the token must be a single word.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let value = values
         .next()
@@ -610,7 +628,7 @@ mod tests {
         assert!(customer.require(Scope::Read).is_ok());
         assert!(matches!(
             customer.require(Scope::Write),
-            Err(ApiError::Forbidden { .. })
+            Err(AuthError::Forbidden { .. })
         ));
         assert!(customer.may_access("c-1"));
         assert!(!customer.may_access("c-2"));
@@ -728,14 +746,14 @@ mod tests {
             assert!(
                 matches!(
                     bearer_token(&headers(bad)),
-                    Err(ApiError::Unauthorized { .. })
+                    Err(AuthError::Unauthorized { .. })
                 ),
                 "{bad:?} should be refused"
             );
         }
         assert!(matches!(
             bearer_token(&HeaderMap::new()),
-            Err(ApiError::Unauthorized { .. })
+            Err(AuthError::Unauthorized { .. })
         ));
         let mut two = headers("Bearer a.b.c");
         two.append(
@@ -744,7 +762,7 @@ mod tests {
         );
         assert!(matches!(
             bearer_token(&two),
-            Err(ApiError::Unauthorized { .. })
+            Err(AuthError::Unauthorized { .. })
         ));
     }
 
@@ -769,7 +787,7 @@ mod tests {
         let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
         assert!(matches!(
             auth.verify(&huge).await,
-            Err(ApiError::Unauthorized { .. })
+            Err(AuthError::Unauthorized { .. })
         ));
     }
 }

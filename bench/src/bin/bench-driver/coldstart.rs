@@ -14,7 +14,7 @@ use bench::stats::{median, p90};
 use bench::{Result, http_client};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use shared::api::Endpoint;
+use shared::api::endpoint::Endpoint;
 use shared::steps::Step;
 
 use crate::{Args, fmt_ms, write_fragment};
@@ -185,12 +185,12 @@ fn discover(bin_dir: &Path, hello_dir: &Path) -> Result<Vec<Target>> {
 
 /// Creates the workflow in moto so `StartExecution` succeeds, as on AWS.
 async fn create_state_machine(moto: &str) -> Result<String> {
-    let sdk = shared::config::aws_config().await;
+    let sdk = shared::lambda::config::aws_config().await;
     let config = aws_sdk_sfn::config::Builder::from(&sdk)
         .endpoint_url(moto)
         .build();
     let client = aws_sdk_sfn::Client::from_conf(config);
-    let mut definition = shared::workflow::DEFINITION.to_owned();
+    let mut definition = shared::ports::workflow::DEFINITION.to_owned();
     for step in Step::ALL {
         definition = definition.replace(
             &format!("${{{}}}", step.arn_placeholder()),
@@ -335,10 +335,10 @@ fn crafted_event(kind: Kind, purchase_id: &str) -> Result<Value> {
         Kind::Step(_) | Kind::HelloRuntime => return Ok(json!({ "purchaseId": purchase_id })),
     };
     let (method, template) = endpoint.route();
-    let resource = format!("{}{template}", shared::api::BASE_PATH);
+    let resource = format!("{}{template}", shared::api::request::BASE_PATH);
     let path = resource
         .replace("{purchaseId}", purchase_id)
-        .replace("{ruleSetName}", shared::store::DEFAULT_RULE_SET);
+        .replace("{ruleSetName}", shared::ports::store::DEFAULT_RULE_SET);
     let body = match endpoint {
         Endpoint::CreatePurchase => Some(fixtures::create_body()),
         Endpoint::UpdatePurchase => Some(fixtures::update_body()),
@@ -411,8 +411,8 @@ fn environment(
             }
         }
         Kind::Step(_) => {
-            env.push(("PAYMENT_URL", shared::config::SIMULATOR.into()));
-            env.push(("PROVISIONING_URL", shared::config::SIMULATOR.into()));
+            env.push(("PAYMENT_URL", shared::lambda::config::SIMULATOR.into()));
+            env.push(("PROVISIONING_URL", shared::lambda::config::SIMULATOR.into()));
         }
         Kind::HelloHttp | Kind::HelloRuntime => {}
     }

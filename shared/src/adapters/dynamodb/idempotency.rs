@@ -1,0 +1,192 @@
+//! The idempotency table: `IdempotencyStore`.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use chrono::{DateTime, Utc};
+
+use super::codec::{from_item, idempotency_key, n, now_seconds, to_item};
+use super::errors::classify;
+use super::{
+    DynamoStore, EXPIRES_AT, FINGERPRINT, IDEMPOTENCY_KEY, IN_FLIGHT, MAX_STORE_ATTEMPTS, RESPONSE,
+};
+use crate::ports::store::{Claim, IdempotencyRecord, IdempotencyStore, StoreError, StoredResponse};
+
+impl DynamoStore {
+    /// Takes over a record released by a request with the same fingerprint,
+    /// keeping its `resourceId`. `None` if it is no longer such a record.
+    async fn take_over(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.idempotency)
+            .set_key(Some(idempotency_key(&record.key)))
+            .update_expression("SET #inFlight = :true, #expiresAt = :expiresAt")
+            .condition_expression(
+                "#inFlight = :false AND attribute_not_exists(#response) \
+                 AND #fingerprint = :fingerprint AND #expiresAt > :now",
+            )
+            .expression_attribute_names("#inFlight", IN_FLIGHT)
+            .expression_attribute_names("#expiresAt", EXPIRES_AT)
+            .expression_attribute_names("#response", RESPONSE)
+            .expression_attribute_names("#fingerprint", FINGERPRINT)
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":fingerprint", AttributeValue::S(record.fingerprint.clone()))
+            .expression_attribute_values(":expiresAt", n(record.expires_at.timestamp()))
+            .expression_attribute_values(":now", n(now_seconds()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => match output.attributes() {
+                Some(item) => Ok(Some(from_item(item, &[])?)),
+                None => Ok(None),
+            },
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for DynamoStore {
+    async fn claim(&self, record: &IdempotencyRecord) -> Result<Claim, StoreError> {
+        let table = &self.tables.idempotency;
+        for _ in 0..MAX_STORE_ATTEMPTS {
+            // An expired record may still be stored (TTL deletes lazily): it
+            // no longer holds the key, so the condition lets it be replaced.
+            let result = self
+                .client
+                .put_item()
+                .table_name(table)
+                .set_item(Some(to_item(record)?))
+                .condition_expression("attribute_not_exists(#key) OR #expiresAt <= :now")
+                .expression_attribute_names("#key", IDEMPOTENCY_KEY)
+                .expression_attribute_names("#expiresAt", EXPIRES_AT)
+                .expression_attribute_values(":now", n(now_seconds()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let existing = match result {
+                Ok(_) => return Ok(Claim::Claimed(record.clone())),
+                Err(e) => match e.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                        match failed.item() {
+                            Some(item) => Some(from_item::<IdempotencyRecord>(item, &[])?),
+                            None => self.get(&record.key).await?,
+                        }
+                    }
+                    _ => return Err(classify(e)),
+                },
+            };
+            // None: the holder expired in between; claim again.
+            let Some(existing) = existing else { continue };
+            let released = !existing.in_flight && existing.response.is_none();
+            if released && existing.fingerprint == record.fingerprint {
+                match self.take_over(record).await? {
+                    Some(claimed) => return Ok(Claim::Claimed(claimed)),
+                    None => continue, // changed meanwhile: look again
+                }
+            }
+            return Ok(Claim::Taken(existing));
+        }
+        Err(StoreError::Unavailable(format!(
+            "idempotency key {} kept changing while being claimed",
+            record.key
+        )))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let Some(item) = self
+            .get_item(&self.tables.idempotency, idempotency_key(key))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let record: IdempotencyRecord = from_item(&item, &[])?;
+        Ok((record.expires_at > Utc::now()).then_some(record))
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.idempotency)
+            .set_key(Some(idempotency_key(key)))
+            .update_expression(
+                "SET #response = :response, #expiresAt = :expiresAt, #inFlight = :false",
+            )
+            .condition_expression("attribute_exists(#key) AND #expiresAt > :now")
+            .expression_attribute_names("#key", IDEMPOTENCY_KEY)
+            .expression_attribute_names("#expiresAt", EXPIRES_AT)
+            .expression_attribute_names("#response", RESPONSE)
+            .expression_attribute_names("#inFlight", IN_FLIGHT)
+            .expression_attribute_values(":now", n(now_seconds()))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":response", AttributeValue::M(to_item(response)?))
+            .expression_attribute_values(":expiresAt", n(expires_at.timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Err(StoreError::NotFound(format!("idempotency key {key}")))
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn release(&self, key: &str, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.idempotency)
+            .set_key(Some(idempotency_key(key)))
+            .update_expression("SET #inFlight = :false, #expiresAt = :expiresAt REMOVE #response")
+            .condition_expression("attribute_exists(#key)")
+            .expression_attribute_names("#key", IDEMPOTENCY_KEY)
+            .expression_attribute_names("#expiresAt", EXPIRES_AT)
+            .expression_attribute_names("#response", RESPONSE)
+            .expression_attribute_names("#inFlight", IN_FLIGHT)
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":expiresAt", n(expires_at.timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(()) // nothing to release
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+}

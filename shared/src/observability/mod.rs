@@ -1,0 +1,4 @@
+//! Logs and metrics: what operators read.
+
+pub mod metrics;
+pub mod telemetry;
