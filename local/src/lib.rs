@@ -23,10 +23,11 @@ use shared::lambda::config::{self as config, env};
 use shared::ports::payment::PaymentGateway;
 use shared::ports::provisioning::Provisioner;
 use shared::ports::store::{IdempotencyStore, Inventory, PurchaseStore, RuleSetStore};
+use shared::ports::workflow::Workflow;
 use shared::service::reconcile::{Findings, reconcile};
 use shared::steps::StepDeps;
 
-pub use workflow::{LocalWorkflow, StepHook};
+pub use workflow::{Attempt, LocalWorkflow, StepHook};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -70,6 +71,9 @@ pub struct LocalOptions {
     /// Wraps the stores before anything uses them; the reliability tests
     /// use it to inject faults.
     pub store_layer: Option<StoreLayer>,
+    /// Wraps the workflow port the API uses (start, describe, notify,
+    /// redrive); tests use it to make those calls fail.
+    pub workflow_layer: Option<WorkflowLayer>,
     /// Multiplies the definition's Retry and Wait delays
     /// (`RETRY_DELAY_SCALE`, default 1: as deployed).
     pub delay_scale: f64,
@@ -106,6 +110,8 @@ impl Stores {
 }
 
 pub type StoreLayer = Arc<dyn Fn(Stores) -> Stores + Send + Sync>;
+
+pub type WorkflowLayer = Arc<dyn Fn(Arc<dyn Workflow>) -> Arc<dyn Workflow> + Send + Sync>;
 
 pub const DEFAULT_ISSUER: &str = "purchase-orchestrator-local";
 pub const DEFAULT_AUDIENCE: &str = "purchase-orchestrator";
@@ -178,6 +184,7 @@ impl LocalOptions {
             provisioning: config::provisioner(simulator).map_err(|e| LocalError(e.to_string()))?,
             step_hook: None,
             store_layer: None,
+            workflow_layer: None,
             delay_scale,
             reconcile_every: (every > 0).then(|| Duration::from_secs(every)),
             reconcile_after: config::reconcile_after().map_err(|e| LocalError(e.to_string()))?,
@@ -192,7 +199,7 @@ pub struct LocalSystem {
     pub steps: StepDeps,
     pub workflow: Arc<LocalWorkflow>,
     reconcile_after: Duration,
-    reconciler: Option<tokio::task::JoinHandle<()>>,
+    reconciler: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl LocalSystem {
@@ -263,17 +270,21 @@ impl LocalSystem {
         }
         let auth =
             JwtAuthenticator::new(options.auth.clone()).map_err(|e| LocalError(e.to_string()))?;
+        let api_workflow: Arc<dyn Workflow> = match &options.workflow_layer {
+            Some(layer) => layer(workflow.clone()),
+            None => workflow.clone(),
+        };
         let app = App {
             purchases,
             inventory,
-            workflow: workflow.clone(),
+            workflow: api_workflow.clone(),
             auth: Arc::new(auth),
             idempotency,
             rule_sets,
         };
         let reconciler = options.reconcile_every.map(|every| {
             let purchases = app.purchases.clone();
-            let workflow = Arc::downgrade(&workflow);
+            let workflow = Arc::downgrade(&api_workflow);
             let after = options.reconcile_after;
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(every);
@@ -292,7 +303,7 @@ impl LocalSystem {
             steps,
             workflow,
             reconcile_after: options.reconcile_after,
-            reconciler,
+            reconciler: std::sync::Mutex::new(reconciler),
         })
     }
 
@@ -305,7 +316,7 @@ impl LocalSystem {
     pub async fn reconcile(&self, stale_after: Option<Duration>) -> Result<Findings, LocalError> {
         reconcile(
             self.app.purchases.as_ref(),
-            self.workflow.as_ref(),
+            self.app.workflow.as_ref(),
             stale_after.unwrap_or(self.reconcile_after),
         )
         .await
@@ -315,8 +326,14 @@ impl LocalSystem {
     /// Stops the reconciler and every running execution, as a process exit
     /// would (their checkpoints stay for the next start).
     pub async fn shutdown(&self) {
-        if let Some(reconciler) = &self.reconciler {
+        let reconciler = self
+            .reconciler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(reconciler) = reconciler {
             reconciler.abort();
+            let _ = reconciler.await;
         }
         self.workflow.shutdown().await;
     }

@@ -46,10 +46,32 @@ pub fn local_substitutions() -> HashMap<String, String> {
         .collect()
 }
 
-/// Lets tests pause a workflow just before a chosen step runs.
+/// Lets tests steer the workflow: pause it before a chosen step, make an
+/// attempt fail without running (a crash before it did anything), or lose
+/// the answer of one that ran (a crash after it did everything).
 #[async_trait]
 pub trait StepHook: Send + Sync {
-    async fn before(&self, step: Step, purchase_id: &str);
+    /// Called before every attempt of a step; may wait, and says whether
+    /// the attempt runs.
+    async fn before(&self, step: Step, purchase_id: &str) -> Attempt;
+
+    /// Called after an attempt ran; `Some(failure)` replaces its result.
+    async fn after(
+        &self,
+        _step: Step,
+        _purchase_id: &str,
+        _result: &Result<Value, TaskFailure>,
+    ) -> Option<TaskFailure> {
+        None
+    }
+}
+
+/// What a [`StepHook`] lets an attempt do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Run,
+    /// Do not run; fail as if the function had crashed.
+    Fail(TaskFailure),
 }
 
 struct StepInvoker {
@@ -90,21 +112,31 @@ impl TaskInvoker for StepInvoker {
                     format!("no local task for resource {resource} ({function})"),
                 )
             })?;
-        if let Some(hook) = &self.hook {
-            let purchase_id = input
-                .get("purchaseId")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            hook.before(step, purchase_id).await;
+        let purchase_id = input
+            .get("purchaseId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(hook) = &self.hook
+            && let Attempt::Fail(failure) = hook.before(step, &purchase_id).await
+        {
+            return Err(failure);
         }
         // The runner abandons the task at its TimeoutSeconds, as Step
         // Functions does: the step's deadline, like Lambda's.
         let deadline = context
             .timeout
             .map(|timeout| tokio::time::Instant::now() + timeout);
-        step.run(&self.deps, input, deadline)
+        let result = step
+            .run(&self.deps, input, deadline)
             .await
-            .map_err(|error| TaskFailure::new(error.name(), error.to_string()))
+            .map_err(|error| TaskFailure::new(error.name(), error.to_string()));
+        if let Some(hook) = &self.hook
+            && let Some(failure) = hook.after(step, &purchase_id, &result).await
+        {
+            return Err(failure);
+        }
+        result
     }
 }
 
@@ -263,6 +295,12 @@ impl LocalWorkflow {
     /// The latest checkpoint of an execution (its status, where it is).
     pub fn checkpoint(&self, execution_name: &str) -> Result<Option<Checkpoint>, String> {
         self.journal.get(execution_name)
+    }
+
+    /// Whether this process runs the execution now (started, resumed or
+    /// redriven, and not ended).
+    pub fn is_running(&self, execution_name: &str) -> bool {
+        self.running().contains(execution_name)
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {

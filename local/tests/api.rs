@@ -32,9 +32,21 @@ async fn create_answers_201_with_location_and_get_shows_the_spec_fields() {
     let id = body["purchaseId"].as_str().unwrap();
     assert_eq!(body["status"], "PENDING");
     assert!(body["message"].as_str().unwrap().len() > 10);
+    // A relative reference: it resolves against the request's URL, so it
+    // stays right under an API Gateway stage prefix too.
+    let location = headers["location"].to_str().unwrap();
+    let resolved = reqwest::Url::parse(&format!("{}/purchases", h.base))
+        .unwrap()
+        .join(location)
+        .unwrap();
+    assert_eq!(resolved.as_str(), format!("{}/purchases/{id}", h.base));
+    let staged = reqwest::Url::parse("https://abc.execute-api.eu-west-1.amazonaws.com/prod/purchase-orchestrator/purchases")
+        .unwrap()
+        .join(location)
+        .unwrap();
     assert_eq!(
-        headers["location"],
-        format!("/purchase-orchestrator/purchases/{id}")
+        staged.path(),
+        format!("/prod/purchase-orchestrator/purchases/{id}")
     );
 
     let (status, p, headers) = h

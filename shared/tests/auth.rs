@@ -2,7 +2,7 @@
 //! a JWKS served on 127.0.0.1 by the test itself, and HS256 with a shared
 //! secret. Keys are generated at run time; no private key is in the repo.
 
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -14,11 +14,11 @@ use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use shared::api::error::ApiError;
 use shared::auth::{
-    AuthConfig, Authenticator, Caller, JwksOptions, JwtAuthenticator, KeySource, Scope,
+    AuthConfig, AuthError, Authenticator, Caller, JwksOptions, JwtAuthenticator, KeySource, Scope,
     mint_hs256_token,
 };
-use shared::error::ApiError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -158,25 +158,33 @@ fn authorization(value: &str) -> HeaderMap {
     headers
 }
 
-async fn check(auth: &JwtAuthenticator, token: &str) -> Result<Caller, ApiError> {
+async fn check(auth: &JwtAuthenticator, token: &str) -> Result<Caller, AuthError> {
     auth.authenticate(&bearer(token)).await
 }
 
 #[track_caller]
-fn assert_unauthorized(result: Result<Caller, ApiError>, case: &str) {
+fn assert_unauthorized(result: Result<Caller, AuthError>, case: &str) {
     match result {
-        Err(ApiError::Unauthorized { reason }) => {
+        Err(AuthError::Unauthorized { reason }) => {
             assert!(!reason.is_empty(), "{case}: empty reason");
+            // The API answers 401 and logs the reason, never sends it.
+            let response = ApiError::from(AuthError::Unauthorized {
+                reason: reason.clone(),
+            })
+            .into_response("test");
+            assert_eq!(response.status(), 401, "{case}");
+            assert!(!response.body().contains(&reason), "{case}: reason sent");
         }
         other => panic!("{case}: expected 401 Unauthorized, got {other:?}"),
     }
 }
 
 #[track_caller]
-fn assert_unavailable(result: Result<Caller, ApiError>, case: &str) {
+fn assert_unavailable(result: Result<Caller, AuthError>, case: &str) {
     match result {
-        Err(error @ ApiError::Unavailable { .. }) => {
-            let response = error.into_response("test");
+        Err(error @ AuthError::Unavailable { .. }) => {
+            // The API's one mapping turns it into 503 + Retry-After.
+            let response = ApiError::from(error).into_response("test");
             assert_eq!(response.status(), 503, "{case}");
             assert!(
                 response.headers().contains_key(http::header::RETRY_AFTER),
@@ -190,7 +198,8 @@ fn assert_unavailable(result: Result<Caller, ApiError>, case: &str) {
 // ---------------------------------------------------------------- JWKS server
 
 /// A minimal HTTP/1.1 server on 127.0.0.1 answering every request with the
-/// current body and status (after an optional delay), counting requests.
+/// current body and status, counting requests. While held, it reads and
+/// counts requests but answers none until released.
 struct JwksServer {
     url: String,
     state: Arc<ServerState>,
@@ -201,7 +210,8 @@ struct ServerState {
     hits: AtomicUsize,
     body: Mutex<String>,
     status: AtomicU16,
-    delay_ms: AtomicU64,
+    /// `true` while answers are held back.
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 impl JwksServer {
@@ -215,7 +225,7 @@ impl JwksServer {
             hits: AtomicUsize::new(0),
             body: Mutex::new(body.to_string()),
             status: AtomicU16::new(200),
-            delay_ms: AtomicU64::new(0),
+            held: tokio::sync::watch::Sender::new(false),
         });
         let shared = state.clone();
         let task = tokio::spawn(async move {
@@ -238,9 +248,28 @@ impl JwksServer {
         self.state.status.store(status, Ordering::SeqCst);
     }
 
-    fn delay(&self, delay: Duration) {
-        let millis = u64::try_from(delay.as_millis()).unwrap();
-        self.state.delay_ms.store(millis, Ordering::SeqCst);
+    /// Requests from now on are received (and counted) but not answered...
+    fn hold(&self) {
+        self.state.held.send_replace(true);
+    }
+
+    /// ...until this answers them all.
+    fn release(&self) {
+        self.state.held.send_replace(false);
+    }
+
+    /// Waits until the server has received `hits` requests, polling with a
+    /// deadline (an event, not a guess at how long it takes).
+    async fn wait_for_hits(&self, hits: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.hits() < hits {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the JWKS server saw {} requests, never {hits}",
+                self.hits()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -254,8 +283,7 @@ async fn answer(mut socket: tokio::net::TcpStream, state: Arc<ServerState>) {
         }
     }
     state.hits.fetch_add(1, Ordering::SeqCst);
-    let delay = state.delay_ms.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(delay)).await;
+    let _ = state.held.subscribe().wait_for(|held| !held).await;
     let body = state.body.lock().unwrap().clone();
     let response = format!(
         "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -533,7 +561,7 @@ async fn scope_claim_variants() {
     assert!(caller.scopes.is_empty());
     assert!(matches!(
         caller.require(Scope::Read),
-        Err(ApiError::Forbidden { .. })
+        Err(AuthError::Forbidden { .. })
     ));
     let list = with(claims("c-1"), "scope", json!(["purchases:read", "email"]));
     assert_eq!(
@@ -617,24 +645,53 @@ async fn unknown_kid_refetches_exactly_once_within_the_rate_limit() {
 
 #[tokio::test]
 async fn rate_limit_allows_a_new_fetch_after_the_interval() {
+    const INTERVAL: Duration = Duration::from_millis(300);
     let server = JwksServer::start(jwks(&[&RSA])).await;
-    let auth = jwks_auth(&server.url, options(Duration::from_millis(300)));
+    let auth = jwks_auth(&server.url, options(INTERVAL));
     let unknown = sign_as(
         Algorithm::RS256,
         Some("no-such-kid"),
         &claims("c-1"),
         &RSA.encoding,
     );
-    // The initial load, then one refetch for the unknown kid, then nothing.
-    for _ in 0..3 {
-        assert_unauthorized(check(&auth, &unknown).await, "unknown kid");
-    }
+    // The initial load (not rate-limited).
+    assert_unauthorized(check(&auth, &unknown).await, "unknown kid");
+    assert_eq!(server.hits(), 1);
+    // One refetch for the unknown kid; the interval counts from its start,
+    // which is after `refetch_asked`.
+    let refetch_asked = std::time::Instant::now();
+    assert_unauthorized(check(&auth, &unknown).await, "unknown kid, refetch");
     assert_eq!(server.hits(), 2);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    for _ in 0..2 {
-        assert_unauthorized(check(&auth, &unknown).await, "after the interval");
+    // Ask again until the next fetch happens, however slow the machine: the
+    // rate limit shows as a lower bound on when it happens, which no
+    // scheduling delay can make fail.
+    let deadline = refetch_asked + Duration::from_secs(10);
+    let mut refused_without_fetching = 0;
+    loop {
+        assert_unauthorized(check(&auth, &unknown).await, "unknown kid, again");
+        // Measured after the check, so an upper bound on when it fetched.
+        let elapsed = refetch_asked.elapsed();
+        match server.hits() {
+            2 => refused_without_fetching += 1,
+            3 => {
+                assert!(
+                    elapsed >= INTERVAL,
+                    "refetched after {elapsed:?}, within the {INTERVAL:?} rate limit"
+                );
+                break;
+            }
+            hits => panic!("{hits} fetches"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refetch within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(server.hits(), 3);
+    assert!(
+        refused_without_fetching > 0,
+        "at least one request within the interval was answered from the cache"
+    );
 }
 
 #[tokio::test]
@@ -774,25 +831,37 @@ async fn cached_keys_survive_a_failed_refresh_but_unknown_kids_do_not() {
 async fn an_expired_set_is_refreshed_by_one_request_while_others_use_it() {
     let server = JwksServer::start(jwks(&[&RSA])).await;
     let mut options = options(Duration::ZERO);
-    options.max_age = Duration::from_millis(200);
+    // Always expired: every request wants a refresh, and one does it.
+    options.max_age = Duration::ZERO;
+    // Longer than this test's own deadline below, so a request that waits
+    // for the refresh waits for the release, not for a client timeout.
+    options.request_timeout = Duration::from_secs(60);
     let auth = jwks_auth(&server.url, options);
     let token = sign(&RSA, &claims("c-1"));
     check(&auth, &token).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // The set is now older than max_age: the next request refreshes it, slowly.
-    server.delay(Duration::from_millis(1500));
+    assert_eq!(server.hits(), 1);
+
+    // The provider stops answering; a request starts refreshing and hangs.
+    server.hold();
     let refresher = tokio::spawn({
         let (auth, token) = (auth.clone(), token.clone());
         async move { check(&auth, &token).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let started = std::time::Instant::now();
-    check(&auth, &token).await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_millis(1000),
-        "waited {:?} for someone else's refresh",
-        started.elapsed()
-    );
+    // The refresh is in flight once the server has received it.
+    server.wait_for_hits(2).await;
+
+    // Another request, meanwhile, is answered from the held keys. If it
+    // waited for the refresh it could not finish before `release` below:
+    // the deadline only keeps a broken build from hanging.
+    let other = tokio::time::timeout(Duration::from_secs(10), check(&auth, &token)).await;
+    let caller = other
+        .expect("waited for someone else's refresh")
+        .expect("the held key is genuine");
+    assert_eq!(caller.customer_id, "c-1");
+    assert!(!refresher.is_finished(), "the refresh is still in flight");
+    assert_eq!(server.hits(), 2, "the second request did not fetch");
+
+    server.release();
     refresher.await.unwrap().unwrap();
     assert_eq!(server.hits(), 2);
 }

@@ -2,44 +2,65 @@
 //!
 //! 1. `template.yaml`: every function is a workspace binary and every
 //!    workspace binary a function; each HTTP function's Api event is its
-//!    `Endpoint::route()`; environment and IAM follow the rules in
-//!    docs/deploy.md ("IAM").
+//!    `Endpoint::route()`; the reconciler has its schedule; environment,
+//!    timeouts and IAM follow the rules in docs/deploy.md ("IAM"); the tables
+//!    are the ones `DynamoStore::create_tables` makes; the alarms watch what
+//!    the code emits.
 //! 2. The state machine's `${...}` placeholders and `DefinitionSubstitutions`
-//!    name each other, and the step functions.
+//!    name each other and the step functions; each task state's input is its
+//!    step's event file; each function stops before its state times out.
 //! 3. `openapi.yaml`: its paths and methods are the served routes, its enums
 //!    the Rust enums' serde names, its bounds `validation::limits`.
 //! 4. Every `events/*.json` goes through the real `lambda_http` adapter (API
 //!    Gateway REST proxy event → `http::Request` → handler → proxy response)
 //!    or the step's input type, and gets the status docs/deploy.md documents;
-//!    response bodies and headers are checked against `openapi.yaml`.
+//!    response bodies and headers are checked against `openapi.yaml`. Every
+//!    store and workflow call a function makes on the way is checked against
+//!    the IAM grants the template gives that function.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequest;
 use lambda_http::request::{LambdaRequest, RequestOrigin};
 use lambda_http::{Adapter, Context, LambdaEvent, Request, Service, service_fn};
 use serde::Serialize;
 use serde_json::{Value, json};
 use serde_yaml_ng::Value as Yaml;
-use shared::api::{App, BASE_PATH, DEFAULT_PAGE_SIZE, Endpoint, MAX_PAGE_SIZE};
+use shared::adapters::dynamodb::{ALL_PURCHASES_INDEX, BY_CUSTOMER_INDEX, UNFINISHED_INDEX};
+use shared::adapters::embedded::EmbeddedStore;
+use shared::adapters::simulators::{SimulatedPaymentGateway, SimulatedProvisioner};
+use shared::api::app::App;
+use shared::api::endpoint::Endpoint;
+use shared::api::error::ApiError;
+use shared::api::purchases::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use shared::api::request::BASE_PATH;
 use shared::auth::{AuthConfig, JwtAuthenticator, KeySource, Scope, mint_hs256_token};
-use shared::embedded::EmbeddedStore;
-use shared::error::ApiError;
-use shared::model::{
-    FailureReason, LineStatus, PaymentStatus, Product, ProductKind, PurchaseStatus, ShippingStatus,
+use shared::domain::lifecycle::StockChange;
+use shared::domain::purchase::{
+    FailureReason, LineStatus, PaymentStatus, Product, ProductKind, Purchase, PurchaseStatus,
+    ShippingStatus, TaskDecision,
 };
-use shared::payment::SimulatedPaymentGateway;
-use shared::provisioning::SimulatedProvisioner;
-use shared::rules::{MAX_RULES, OnViolation, RULE_IDS, RuleOutcome};
+use shared::domain::rules::{MAX_RULES, OnViolation, RULE_IDS, RuleOutcome};
+use shared::domain::validation::limits;
+use shared::domain::{ProductId, PurchaseId};
+use shared::lambda::config::{DEFAULT_RECONCILE_AFTER, LOCAL_DEVELOPMENT};
+use shared::observability::metrics::{NAMESPACE, PurchaseEvent, metric_name};
+use shared::ports::store::{
+    Claim, IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery,
+    PurchaseStore, RuleSetRecord, RuleSetStore, StoreError, StoredResponse,
+};
+use shared::ports::workflow::{DEFINITION, ExecutionState, Workflow, WorkflowError};
 use shared::steps::{Step, StepDeps, StepError};
-use shared::store::Inventory;
-use shared::validation::limits;
-use shared::workflow::{Workflow, WorkflowError};
+
+/// The scheduled function that is neither an endpoint nor a step
+/// (`functions/reconcile-purchases`, `shared::lambda::run_reconciler`).
+const RECONCILER: &str = "reconcile-purchases";
 
 // ---------------------------------------------------------------- files
 
@@ -79,12 +100,35 @@ fn text<'a>(value: &'a Yaml, path: &[&str]) -> Option<&'a str> {
     get(value, path).and_then(Yaml::as_str)
 }
 
+/// `!Ref X` → `X`.
+fn reference(value: &Yaml) -> Option<&str> {
+    match tagged(value) {
+        Some((tag, target)) if tag == "Ref" => target.as_str(),
+        _ => None,
+    }
+}
+
 // ---------------------------------------------------------------- template model
 
 struct TemplateFunction {
     logical_id: String,
     binary: String,
     properties: Yaml,
+}
+
+impl TemplateFunction {
+    /// `Timeout`, its own or the Globals'.
+    fn timeout(&self, template: &Yaml) -> u64 {
+        self.properties
+            .get("Timeout")
+            .or_else(|| get(template, &["Globals", "Function", "Timeout"]))
+            .and_then(Yaml::as_u64)
+            .unwrap_or_else(|| panic!("{}: Timeout", self.logical_id))
+    }
+
+    fn has_env(&self, name: &str) -> bool {
+        get(&self.properties, &["Environment", "Variables", name]).is_some()
+    }
 }
 
 fn template() -> Yaml {
@@ -98,6 +142,14 @@ fn resources(template: &Yaml) -> Vec<(String, &Yaml)> {
         .iter()
         .map(|(k, v)| (k.as_str().expect("logical id").to_owned(), v))
         .collect()
+}
+
+fn resource<'a>(template: &'a Yaml, logical_id: &str) -> &'a Yaml {
+    resources(template)
+        .into_iter()
+        .find(|(id, _)| id == logical_id)
+        .unwrap_or_else(|| panic!("template.yaml: no resource {logical_id}"))
+        .1
 }
 
 fn template_functions(template: &Yaml) -> Vec<TemplateFunction> {
@@ -127,6 +179,25 @@ fn function_for<'a>(functions: &'a [TemplateFunction], binary: &str) -> &'a Temp
         .iter()
         .find(|f| f.binary == binary)
         .unwrap_or_else(|| panic!("no function in template.yaml builds binary {binary}"))
+}
+
+/// What the Rust code says the functions are: one per endpoint, one per
+/// step, and the reconciler.
+fn rust_functions() -> BTreeSet<String> {
+    Endpoint::ALL
+        .iter()
+        .map(|e| e.function_name().to_owned())
+        .chain(Step::ALL.iter().map(|s| s.function_name().to_owned()))
+        .chain([RECONCILER.to_owned()])
+        .collect()
+}
+
+fn is_endpoint(binary: &str) -> bool {
+    Endpoint::ALL.iter().any(|e| e.function_name() == binary)
+}
+
+fn is_step(binary: &str) -> bool {
+    Step::from_function_name(binary).is_some()
 }
 
 /// `functions/<dir>/Cargo.toml` packages with a `src/main.rs`: the binaries.
@@ -172,6 +243,7 @@ fn scope_for(endpoint: Endpoint) -> Scope {
         }
         Endpoint::ApplyRules
         | Endpoint::ReviewPurchase
+        | Endpoint::RedrivePurchase
         | Endpoint::ListRuleSets
         | Endpoint::CreateRuleSet
         | Endpoint::GetRuleSet
@@ -211,6 +283,81 @@ fn granted_actions(function: &TemplateFunction) -> Vec<(String, Yaml)> {
     granted
 }
 
+/// The state machine's `Name` (a `!Sub`), from which policies build its ARN.
+fn machine_name(template: &Yaml) -> String {
+    tagged(&resource(template, "PurchaseStateMachine")["Properties"]["Name"])
+        .and_then(|(tag, v)| (tag == "Sub").then(|| v.as_str().unwrap().to_owned()))
+        .expect("PurchaseStateMachine with a !Sub Name")
+}
+
+/// A policy `Resource` as a short name: `!GetAtt PurchasesTable.Arn` →
+/// `PurchasesTable`, `!Sub ${PurchasesTable.Arn}/index/byCustomer` →
+/// `PurchasesTable/index/byCustomer`, `!Ref PurchaseStateMachine` and the
+/// state machine's ARN built from its name → `PurchaseStateMachine`, the
+/// ARN of its executions → `PurchaseStateMachine/execution`.
+fn resource_names(resource: &Yaml, machine_name: &str) -> Vec<String> {
+    if let Some(list) = resource.as_sequence() {
+        return list
+            .iter()
+            .flat_map(|r| resource_names(r, machine_name))
+            .collect();
+    }
+    let (tag, value) =
+        tagged(resource).unwrap_or_else(|| panic!("Resource {resource:?}: use !GetAtt/!Sub/!Ref"));
+    let value = value.as_str().expect("a string");
+    let prefix = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:";
+    let name = match tag.as_str() {
+        "GetAtt" => value.strip_suffix(".Arn").expect("X.Arn").to_owned(),
+        "Ref" => value.to_owned(),
+        "Sub" if value.starts_with("${") => value
+            .replacen(".Arn}", "", 1)
+            .trim_start_matches("${")
+            .to_owned(),
+        "Sub" if value == format!("{prefix}stateMachine:{machine_name}") => {
+            "PurchaseStateMachine".to_owned()
+        }
+        "Sub" if value == format!("{prefix}execution:{machine_name}:*") => {
+            "PurchaseStateMachine/execution".to_owned()
+        }
+        "Sub" => panic!(
+            "Resource !Sub {value}: only the state machine's ARN or its executions' \
+             ({prefix}stateMachine:{machine_name}, {prefix}execution:{machine_name}:*)"
+        ),
+        other => panic!("Resource !{other}"),
+    };
+    vec![name]
+}
+
+type Grant = (String, String);
+
+/// Every (action, resource name) each function's policies grant, by binary.
+fn grants_by_function(template: &Yaml) -> BTreeMap<String, BTreeSet<Grant>> {
+    let machine_name = machine_name(template);
+    template_functions(template)
+        .iter()
+        .map(|function| {
+            let mut granted = BTreeSet::new();
+            for (action, resource) in granted_actions(function) {
+                for name in resource_names(&resource, &machine_name) {
+                    granted.insert((action.clone(), name));
+                }
+            }
+            (function.binary.clone(), granted)
+        })
+        .collect()
+}
+
+const PURCHASES: &str = "PurchasesTable";
+const PRODUCTS: &str = "ProductsTable";
+const IDEMPOTENCY: &str = "IdempotencyTable";
+const RULE_SETS: &str = "RuleSetsTable";
+const MACHINE: &str = "PurchaseStateMachine";
+const EXECUTIONS: &str = "PurchaseStateMachine/execution";
+
+fn index(name: &str) -> String {
+    format!("{PURCHASES}/index/{name}")
+}
+
 // ---------------------------------------------------------------- 1. template ↔ workspace
 
 #[test]
@@ -228,14 +375,15 @@ fn every_template_function_is_a_workspace_binary_and_every_binary_is_in_the_temp
         in_template, in_workspace,
         "template.yaml functions (left) vs functions/* crates (right)"
     );
-    let in_rust: BTreeSet<String> = Endpoint::ALL
-        .iter()
-        .map(|e| e.function_name().to_owned())
-        .chain(Step::ALL.iter().map(|s| s.function_name().to_owned()))
-        .collect();
     assert_eq!(
-        in_workspace, in_rust,
-        "functions/* (left) vs Endpoint::ALL + Step::ALL (right)"
+        in_workspace,
+        rust_functions(),
+        "functions/* (left) vs Endpoint::ALL + Step::ALL + the reconciler (right)"
+    );
+    let main = read(&format!("functions/{RECONCILER}/src/main.rs"));
+    assert!(
+        main.contains("run_reconciler"),
+        "functions/{RECONCILER} runs shared::lambda::run_reconciler"
     );
 
     // One shared workspace build: CodeUri is the workspace root everywhere.
@@ -251,6 +399,27 @@ fn every_template_function_is_a_workspace_binary_and_every_binary_is_in_the_temp
         serde_yaml_ng::from_str::<Yaml>("[arm64]").unwrap()
     );
     assert_eq!(text(globals, &["Tracing"]), Some("Active"));
+
+    // Every function logs to its own group with the stack's retention.
+    for function in &functions {
+        let group = reference(&function.properties["LoggingConfig"]["LogGroup"])
+            .unwrap_or_else(|| panic!("{}: LoggingConfig.LogGroup: !Ref", function.logical_id));
+        let group = resource(&template, group);
+        assert_eq!(text(group, &["Type"]), Some("AWS::Logs::LogGroup"));
+        let name = tagged(&group["Properties"]["LogGroupName"])
+            .and_then(|(_, v)| v.as_str())
+            .unwrap();
+        assert_eq!(
+            name,
+            format!("/aws/lambda/${{AWS::StackName}}/{}", function.binary),
+            "{}",
+            function.logical_id
+        );
+        assert_eq!(
+            reference(&group["Properties"]["RetentionInDays"]),
+            Some("LogRetentionDays")
+        );
+    }
 }
 
 #[test]
@@ -283,10 +452,9 @@ fn each_http_function_is_routed_exactly_as_endpoint_route() {
             "{}: Method",
             function.logical_id
         );
-        let rest_api = tagged(&event["Properties"]["RestApiId"]);
         assert_eq!(
-            rest_api.map(|(tag, v)| (tag, v.as_str().map(str::to_owned))),
-            Some(("Ref".to_owned(), Some("Api".to_owned()))),
+            reference(&event["Properties"]["RestApiId"]),
+            Some("Api"),
             "{}: RestApiId must be !Ref Api (else SAM makes an implicit API)",
             function.logical_id
         );
@@ -301,11 +469,7 @@ fn each_http_function_is_routed_exactly_as_endpoint_route() {
     }
     // The API's inline body exists for GatewayResponses only: no methods
     // there, so the events above stay the one definition of the routes.
-    let api = resources(&template)
-        .into_iter()
-        .find(|(id, _)| id == "Api")
-        .expect("Api resource")
-        .1;
+    let api = resource(&template, "Api");
     assert_eq!(
         get(api, &["Properties", "MergeDefinitions"]).and_then(Yaml::as_bool),
         Some(true),
@@ -325,15 +489,78 @@ fn each_http_function_is_routed_exactly_as_endpoint_route() {
 }
 
 #[test]
-fn environment_and_iam_follow_the_deployment_rules() {
+fn the_reconciler_runs_every_five_minutes_on_an_eventbridge_schedule() {
+    let template = template();
+    let functions = template_functions(&template);
+    let reconciler = function_for(&functions, RECONCILER);
+    let events = reconciler.properties["Events"]
+        .as_mapping()
+        .expect("the reconciler's Events");
+    assert_eq!(events.len(), 1, "one schedule");
+    let schedule = events.values().next().unwrap();
+    assert_eq!(
+        text(schedule, &["Type"]),
+        Some("ScheduleV2"),
+        "EventBridge Scheduler (SAM's ScheduleV2 makes the AWS::Scheduler::Schedule and its role)"
+    );
+    let properties = &schedule["Properties"];
+    assert_eq!(
+        text(properties, &["ScheduleExpression"]),
+        Some("rate(5 minutes)")
+    );
+    assert_ne!(text(properties, &["State"]), Some("DISABLED"));
+    // Two stacks (dev, prod) may share an account and region: no fixed name.
+    assert!(
+        get(properties, &["Name"]).is_none()
+            && get(properties, &["OmitName"]).and_then(Yaml::as_bool) == Some(true),
+        "the schedule's name must be generated (OmitName: true)"
+    );
+    // What the schedule sends is the event file, and the function takes any JSON.
+    let input: Value = serde_json::from_str(text(properties, &["Input"]).expect("Input"))
+        .expect("the schedule's Input is JSON");
+    assert_eq!(input, event(RECONCILER), "events/{RECONCILER}.json");
+    // A pass takes less than the period, so passes do not pile up.
+    assert!(
+        reconciler.timeout(&template) < 300,
+        "{}: Timeout below the 5-minute period",
+        reconciler.logical_id
+    );
+    assert_eq!(
+        get(
+            &reconciler.properties,
+            &["EventInvokeConfig", "MaximumRetryAttempts"]
+        )
+        .and_then(Yaml::as_u64),
+        Some(0),
+        "a failed pass is not retried: the next one comes anyway"
+    );
+    // RECONCILE_AFTER_SECONDS: a parameter defaulting to the code's default.
+    let variable = &reconciler.properties["Environment"]["Variables"]["RECONCILE_AFTER_SECONDS"];
+    let parameter = reference(variable).expect("RECONCILE_AFTER_SECONDS: !Ref a parameter");
+    assert_eq!(
+        template["Parameters"][parameter]["Default"].as_u64(),
+        Some(DEFAULT_RECONCILE_AFTER.as_secs()),
+        "{parameter}: Default"
+    );
+}
+
+#[test]
+fn environment_follows_the_deployment_rules() {
     let template = template();
     let functions = template_functions(&template);
     let raw = read("template.yaml");
-    assert!(
-        !raw.contains("JWT_HS256_SECRET"),
-        "HS256 secrets never go to AWS: use JWKS_URL"
-    );
-    assert!(!read("samconfig.toml").contains("JWT_HS256_SECRET"));
+    let samconfig = read("samconfig.toml");
+    // HS256 is for local development only: the template never allows it.
+    for forbidden in ["JWT_HS256_SECRET", LOCAL_DEVELOPMENT] {
+        assert!(
+            !raw.contains(forbidden),
+            "template.yaml must never set {forbidden}: tokens are verified against JWKS_URL"
+        );
+        assert!(
+            !samconfig.contains(forbidden),
+            "samconfig.toml: {forbidden}"
+        );
+    }
 
     let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
     for variable in [
@@ -345,63 +572,97 @@ fn environment_and_iam_follow_the_deployment_rules() {
     ] {
         assert!(globals.get(variable).is_some(), "Globals: {variable}");
     }
+    let grants = grants_by_function(&template);
     for function in &functions {
-        let env = &function.properties["Environment"]["Variables"];
-        let has = |name: &str| env.get(name).is_some();
-        let is_endpoint = Endpoint::ALL
-            .iter()
-            .any(|e| e.function_name() == function.binary);
-        if is_endpoint {
-            for variable in ["JWT_ISSUER", "JWT_AUDIENCE", "JWKS_URL"] {
-                assert!(has(variable), "{}: {variable}", function.logical_id);
-            }
-        } else {
-            // shared::config::lambda_step_deps builds both clients at cold start.
-            for variable in ["PAYMENT_URL", "PROVISIONING_URL"] {
-                assert!(has(variable), "{}: {variable}", function.logical_id);
-            }
+        let has = |name: &str| function.has_env(name);
+        let binary = function.binary.as_str();
+        // lambda_app: JWT verification (lambda::config::lambda_auth_config).
+        for variable in ["JWT_ISSUER", "JWT_AUDIENCE", "JWKS_URL"] {
+            assert_eq!(
+                has(variable),
+                is_endpoint(binary),
+                "{}: {variable}",
+                function.logical_id
+            );
         }
-        let creates = function.binary == Endpoint::CreatePurchase.function_name();
+        // lambda_step_deps builds both provider clients at cold start.
+        for variable in ["PAYMENT_URL", "PROVISIONING_URL"] {
+            assert_eq!(
+                has(variable),
+                is_step(binary),
+                "{}: {variable}",
+                function.logical_id
+            );
+        }
+        assert_eq!(
+            has("RECONCILE_AFTER_SECONDS"),
+            binary == RECONCILER,
+            "{}: RECONCILE_AFTER_SECONDS",
+            function.logical_id
+        );
+        // Whoever starts, describes or redrives executions needs the ARN
+        // (task tokens alone do not).
+        let needs_arn = grants[binary].iter().any(|(action, _)| {
+            [
+                "states:StartExecution",
+                "states:DescribeExecution",
+                "states:RedriveExecution",
+            ]
+            .contains(&action.as_str())
+        });
         assert_eq!(
             has("STATE_MACHINE_ARN"),
-            creates,
+            needs_arn,
             "{}: STATE_MACHINE_ARN",
             function.logical_id
         );
-
-        let granted = granted_actions(function);
-        assert!(!granted.is_empty(), "{}: no policy", function.logical_id);
-        for (action, resource) in &granted {
-            assert!(
-                !action.contains('*'),
-                "{}: wildcard action {action}",
-                function.logical_id
-            );
-            assert_ne!(
-                resource.as_str(),
-                Some("*"),
-                "{}: {action} on *",
-                function.logical_id
-            );
-            assert!(
-                action.starts_with("dynamodb:") || action.starts_with("states:"),
-                "{}: unexpected {action}",
-                function.logical_id
+        if needs_arn {
+            assert_eq!(
+                reference(&function.properties["Environment"]["Variables"]["STATE_MACHINE_ARN"]),
+                Some(MACHINE)
             );
         }
-        let starts = granted.iter().any(|(a, _)| a == "states:StartExecution");
-        assert_eq!(
-            starts, creates,
-            "{}: only create-purchase may start executions",
+    }
+}
+
+#[test]
+fn timeouts_fit_the_definition_and_api_gateway() {
+    let template = template();
+    let functions = template_functions(&template);
+    let definition: Value = serde_json::from_str(DEFINITION).unwrap();
+    for step in Step::ALL {
+        let function = function_for(&functions, step.function_name());
+        let state = &definition["States"][step.state_name()];
+        let timeout = function.timeout(&template);
+        let state_timeout = state["TimeoutSeconds"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{}: TimeoutSeconds", step.state_name()));
+        if state["Resource"]
+            .as_str()
+            .is_some_and(|r| r.ends_with(".waitForTaskToken"))
+        {
+            // The state's timeout is the wait for the decision; the
+            // invocation itself only stores the token.
+            assert!(timeout <= 30, "{}: Timeout {timeout}", function.logical_id);
+        } else {
+            // The function stops first, so a timeout is Lambda's clean error
+            // (retried), never a Step Functions timeout racing a live invocation.
+            assert!(
+                timeout < state_timeout,
+                "{}: Timeout {timeout} must be below {}'s TimeoutSeconds {state_timeout}",
+                function.logical_id,
+                step.state_name()
+            );
+        }
+    }
+    for endpoint in Endpoint::ALL {
+        let function = function_for(&functions, endpoint.function_name());
+        assert!(
+            function.timeout(&template) < 29,
+            "{}: API Gateway gives up after 29 s",
             function.logical_id
         );
     }
-    // And nothing else in the template grants it either.
-    assert_eq!(
-        raw.matches("states:StartExecution").count(),
-        1,
-        "states:StartExecution granted once"
-    );
 }
 
 /// `[env.command.parameters]` → key → raw value (strings unquoted, arrays as
@@ -526,184 +787,205 @@ fn samconfig_environments_deploy_the_template() {
     }
 }
 
-/// A policy `Resource` as a short name: `!GetAtt PurchasesTable.Arn` →
-/// `PurchasesTable`, `!Sub ${PurchasesTable.Arn}/index/byCustomer` →
-/// `PurchasesTable/index/byCustomer`, `!Ref PurchaseStateMachine` and the
-/// state machine's ARN built from its name → `PurchaseStateMachine`.
-fn resource_names(resource: &Yaml, machine_name: &str) -> Vec<String> {
-    if let Some(list) = resource.as_sequence() {
-        return list
-            .iter()
-            .flat_map(|r| resource_names(r, machine_name))
-            .collect();
-    }
-    let (tag, value) =
-        tagged(resource).unwrap_or_else(|| panic!("Resource {resource:?}: use !GetAtt/!Sub/!Ref"));
-    let value = value.as_str().expect("a string");
-    let name = match tag.as_str() {
-        "GetAtt" => value.strip_suffix(".Arn").expect("X.Arn").to_owned(),
-        "Ref" => value.to_owned(),
-        "Sub" if value.starts_with("${") => value
-            .replacen(".Arn}", "", 1)
-            .trim_start_matches("${")
-            .to_owned(),
-        "Sub" => {
-            let expected = format!(
-                "arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:stateMachine:{machine_name}"
-            );
-            assert_eq!(value, expected, "a state machine ARN built from its Name");
-            "PurchaseStateMachine".to_owned()
-        }
-        other => panic!("Resource !{other}"),
-    };
-    vec![name]
-}
-
 /// What each function may do, and nothing more: the DynamoDB calls
 /// `DynamoStore` makes for its handler or step (docs/dynamodb.md), and the
-/// Step Functions calls. docs/deploy.md ("IAM") shows the same table.
-fn expected_grants(function: &str) -> BTreeSet<(&'static str, &'static str)> {
-    const PURCHASE_WRITE: [(&str, &str); 2] = [
-        ("dynamodb:GetItem", "PurchasesTable"),
-        ("dynamodb:PutItem", "PurchasesTable"),
+/// Step Functions calls. docs/deploy.md ("IAM") shows the same table; the
+/// event tests below check that every call the handlers really make is in it.
+fn expected_grants(function: &str) -> BTreeSet<Grant> {
+    let purchase_write = [
+        ("dynamodb:GetItem", PURCHASES),
+        ("dynamodb:PutItem", PURCHASES),
     ];
-    const IDEMPOTENCY: [(&str, &str); 4] = [
-        ("dynamodb:GetItem", "IdempotencyTable"),
-        ("dynamodb:PutItem", "IdempotencyTable"),
-        ("dynamodb:UpdateItem", "IdempotencyTable"),
-        ("dynamodb:DeleteItem", "IdempotencyTable"),
+    // Claim (PutItem), read (GetItem), take over, complete, release (UpdateItem).
+    let idempotency = [
+        ("dynamodb:GetItem", IDEMPOTENCY),
+        ("dynamodb:PutItem", IDEMPOTENCY),
+        ("dynamodb:UpdateItem", IDEMPOTENCY),
     ];
-    const CALLBACK: [(&str, &str); 2] = [
-        ("states:SendTaskSuccess", "PurchaseStateMachine"),
-        ("states:SendTaskFailure", "PurchaseStateMachine"),
+    let deliver_decision = [
+        ("states:SendTaskSuccess", MACHINE),
+        ("states:SendTaskFailure", MACHINE),
     ];
-    let mut grants: BTreeSet<(&str, &str)> = BTreeSet::new();
+    // The purchase's Put and one Update per product, in one TransactWriteItems.
+    let move_stock = [("dynamodb:UpdateItem", PRODUCTS)];
+    let by_customer = index(BY_CUSTOMER_INDEX);
+    let all_purchases = index(ALL_PURCHASES_INDEX);
+    let unfinished = index(UNFINISHED_INDEX);
+    let mut grants: Vec<(&str, &str)> = Vec::new();
     match function {
         "create-purchase" => {
-            grants.extend(PURCHASE_WRITE);
-            grants.extend(IDEMPOTENCY);
-            grants.insert(("dynamodb:BatchGetItem", "ProductsTable"));
-            grants.insert(("states:StartExecution", "PurchaseStateMachine"));
+            grants.extend(purchase_write);
+            grants.extend(idempotency);
+            grants.push(("dynamodb:BatchGetItem", PRODUCTS));
+            grants.push(("states:StartExecution", MACHINE));
+            grants.push(("states:DescribeExecution", EXECUTIONS));
         }
         "list-purchases" => {
-            grants.insert(("dynamodb:Query", "PurchasesTable/index/byCustomer"));
-            grants.insert(("dynamodb:Query", "PurchasesTable/index/allPurchases"));
-            grants.insert(("dynamodb:BatchGetItem", "PurchasesTable"));
+            grants.push(("dynamodb:Query", by_customer.as_str()));
+            grants.push(("dynamodb:Query", all_purchases.as_str()));
+            grants.push(("dynamodb:BatchGetItem", PURCHASES));
         }
-        "get-purchase" => {
-            grants.insert(("dynamodb:GetItem", "PurchasesTable"));
-        }
+        "get-purchase" => grants.push(("dynamodb:GetItem", PURCHASES)),
         "update-purchase" => {
-            grants.extend(PURCHASE_WRITE);
-            grants.insert(("dynamodb:BatchGetItem", "ProductsTable"));
+            grants.extend(purchase_write);
+            grants.push(("dynamodb:BatchGetItem", PRODUCTS));
+            grants.push(("dynamodb:Query", by_customer.as_str()));
+            grants.push(("dynamodb:GetItem", RULE_SETS));
+            grants.extend(deliver_decision);
         }
-        "cancel-purchase" => {
-            grants.extend(PURCHASE_WRITE);
-            grants.extend(IDEMPOTENCY);
-            grants.extend(CALLBACK);
+        "cancel-purchase" | "review-purchase" => {
+            grants.extend(purchase_write);
+            grants.extend(idempotency);
+            grants.extend(deliver_decision);
         }
         "apply-rules" => {
-            grants.extend(PURCHASE_WRITE);
-            grants.insert(("dynamodb:Query", "PurchasesTable/index/byCustomer"));
+            grants.extend(purchase_write);
+            grants.push(("dynamodb:Query", by_customer.as_str()));
+            grants.extend(deliver_decision);
         }
-        "review-purchase" | "await-review" => {
-            grants.extend(PURCHASE_WRITE);
-            grants.extend(CALLBACK);
+        "redrive-purchase" => {
+            grants.extend(purchase_write);
+            grants.extend(idempotency);
+            grants.push(("states:RedriveExecution", EXECUTIONS));
+            grants.push(("states:DescribeExecution", EXECUTIONS));
         }
-        "reserve-stock" => {
-            grants.extend(PURCHASE_WRITE);
-            grants.extend([
-                ("dynamodb:GetItem", "ProductsTable"),
-                ("dynamodb:PutItem", "ProductsTable"),
-                ("dynamodb:UpdateItem", "ProductsTable"),
-            ]);
-        }
-        "release-stock" => {
-            grants.extend(PURCHASE_WRITE);
-            grants.extend([
-                ("dynamodb:GetItem", "ProductsTable"),
-                ("dynamodb:DeleteItem", "ProductsTable"),
-                ("dynamodb:UpdateItem", "ProductsTable"),
-            ]);
-        }
-        "capture-payment" | "provision-products" | "refund-payment" | "finalize-purchase" => {
-            grants.extend(PURCHASE_WRITE);
-        }
-        "evaluate-rules" => {
-            grants.extend(PURCHASE_WRITE);
-            grants.insert(("dynamodb:Query", "PurchasesTable/index/byCustomer"));
-            grants.insert(("dynamodb:GetItem", "RuleSetsTable"));
-        }
-        "list-rule-sets" => {
-            grants.insert(("dynamodb:Scan", "RuleSetsTable"));
-        }
+        "list-rule-sets" => grants.push(("dynamodb:Scan", RULE_SETS)),
         "create-rule-set" => {
-            grants.insert(("dynamodb:Scan", "RuleSetsTable"));
-            grants.insert(("dynamodb:PutItem", "RuleSetsTable"));
+            grants.push(("dynamodb:Scan", RULE_SETS));
+            grants.push(("dynamodb:PutItem", RULE_SETS));
         }
-        "get-rule-set" => {
-            grants.insert(("dynamodb:GetItem", "RuleSetsTable"));
-        }
+        "get-rule-set" => grants.push(("dynamodb:GetItem", RULE_SETS)),
         "update-rule-set" => {
-            grants.insert(("dynamodb:GetItem", "RuleSetsTable"));
-            grants.insert(("dynamodb:PutItem", "RuleSetsTable"));
+            grants.push(("dynamodb:GetItem", RULE_SETS));
+            grants.push(("dynamodb:PutItem", RULE_SETS));
         }
-        "delete-rule-set" => {
-            grants.insert(("dynamodb:DeleteItem", "RuleSetsTable"));
+        "delete-rule-set" => grants.push(("dynamodb:DeleteItem", RULE_SETS)),
+        "evaluate-rules" => {
+            grants.extend(purchase_write);
+            grants.push(("dynamodb:Query", by_customer.as_str()));
+            grants.push(("dynamodb:GetItem", RULE_SETS));
+        }
+        // Stock moves: taken (reserve), given back for a refused line
+        // (provision), a taken-back line (revoke) or held lines (release).
+        "reserve-stock" | "provision-products" | "revoke-products" | "release-stock" => {
+            grants.extend(purchase_write);
+            grants.extend(move_stock);
+        }
+        "capture-payment" | "refund-payment" | "needs-attention" | "finalize-purchase" => {
+            grants.extend(purchase_write)
+        }
+        "await-review" => {
+            grants.extend(purchase_write);
+            grants.extend(deliver_decision);
+        }
+        RECONCILER => {
+            grants.push(("dynamodb:Query", unfinished.as_str()));
+            grants.push(("dynamodb:BatchGetItem", PURCHASES));
+            grants.extend(purchase_write);
+            grants.push(("states:StartExecution", MACHINE));
+            grants.push(("states:DescribeExecution", EXECUTIONS));
+            grants.extend(deliver_decision);
         }
         other => panic!("no expected grants for {other}: add them here and in docs/deploy.md"),
     }
     grants
+        .into_iter()
+        .map(|(a, r)| (a.to_owned(), r.to_owned()))
+        .collect()
 }
 
 #[test]
 fn iam_grants_are_exactly_what_each_function_calls() {
     let template = template();
-    let machine_name = resources(&template)
-        .into_iter()
-        .find(|(id, _)| id == "PurchaseStateMachine")
-        .and_then(|(_, r)| {
-            tagged(&r["Properties"]["Name"]).map(|(_, v)| v.as_str().unwrap().to_owned())
-        })
-        .expect("PurchaseStateMachine with a !Sub Name");
+    let grants = grants_by_function(&template);
     let mut granted_anywhere = BTreeSet::new();
     for function in template_functions(&template) {
-        let mut granted = BTreeSet::new();
-        for (action, resource) in granted_actions(&function) {
-            for name in resource_names(&resource, &machine_name) {
-                granted.insert((action.clone(), name));
-            }
-        }
-        let expected: BTreeSet<(String, String)> = expected_grants(&function.binary)
-            .into_iter()
-            .map(|(a, r)| (a.to_owned(), r.to_owned()))
-            .collect();
+        let granted = &grants[&function.binary];
         assert_eq!(
-            granted, expected,
+            granted,
+            &expected_grants(&function.binary),
             "{}: granted (left) vs needed (right)",
             function.logical_id
         );
-        granted_anywhere.extend(granted.into_iter().map(|(action, _)| action));
-    }
-    // A DynamoDB call the store starts making must be granted to someone.
-    // (TransactWriteItems needs the Put/Update/Delete of its actions.)
-    let store = read("shared/src/dynamodb.rs");
-    for (call, action) in [
-        (".get_item()", "dynamodb:GetItem"),
-        (".put_item()", "dynamodb:PutItem"),
-        (".update_item()", "dynamodb:UpdateItem"),
-        (".delete_item()", "dynamodb:DeleteItem"),
-        (".query()", "dynamodb:Query"),
-        (".scan()", "dynamodb:Scan"),
-        (".batch_get_item()", "dynamodb:BatchGetItem"),
-        (".batch_write_item()", "dynamodb:BatchWriteItem"),
-        (".transact_get_items()", "dynamodb:GetItem"),
-    ] {
-        if store.contains(call) {
+        for (action, resource) in granted_actions(&function) {
             assert!(
-                granted_anywhere.contains(action),
-                "DynamoStore calls {call} but no function may {action}"
+                !action.contains('*'),
+                "{}: wildcard action {action}",
+                function.logical_id
             );
+            assert_ne!(
+                resource.as_str(),
+                Some("*"),
+                "{}: {action} on *",
+                function.logical_id
+            );
+        }
+        granted_anywhere.extend(granted.iter().map(|(action, _)| action.clone()));
+    }
+    let starters: BTreeSet<&str> = grants
+        .iter()
+        .filter(|(_, g)| g.iter().any(|(a, _)| a == "states:StartExecution"))
+        .map(|(binary, _)| binary.as_str())
+        .collect();
+    assert_eq!(
+        starters,
+        [Endpoint::CreatePurchase.function_name(), RECONCILER].into(),
+        "only create-purchase and the reconciler start executions"
+    );
+    // And nothing else in the template grants it either.
+    assert_eq!(
+        read("template.yaml")
+            .matches("states:StartExecution")
+            .count(),
+        starters.len(),
+        "states:StartExecution granted once per starter"
+    );
+
+    // A call the adapters start making must be granted to someone.
+    // (TransactWriteItems needs the Put/Update/Delete of its actions.)
+    let dynamodb_dir = root().join("shared/src/adapters/dynamodb");
+    let mut store = String::new();
+    for entry in std::fs::read_dir(&dynamodb_dir).expect("shared/src/adapters/dynamodb") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            store.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
+    let sfn = read("shared/src/adapters/sfn.rs");
+    for (source, call, actions) in [
+        (&store, ".get_item()", &["dynamodb:GetItem"][..]),
+        (&store, ".put_item()", &["dynamodb:PutItem"]),
+        (&store, ".update_item()", &["dynamodb:UpdateItem"]),
+        (&store, ".delete_item()", &["dynamodb:DeleteItem"]),
+        (&store, ".query()", &["dynamodb:Query"]),
+        (&store, ".scan()", &["dynamodb:Scan"]),
+        (&store, ".batch_get_item()", &["dynamodb:BatchGetItem"]),
+        (&store, ".batch_write_item()", &["dynamodb:BatchWriteItem"]),
+        (&store, ".transact_get_items()", &["dynamodb:GetItem"]),
+        (
+            &store,
+            ".transact_write_items()",
+            &["dynamodb:PutItem", "dynamodb:UpdateItem"],
+        ),
+        (&sfn, ".start_execution()", &["states:StartExecution"]),
+        (&sfn, ".describe_execution()", &["states:DescribeExecution"]),
+        (&sfn, ".redrive_execution()", &["states:RedriveExecution"]),
+        (&sfn, ".send_task_success()", &["states:SendTaskSuccess"]),
+        (&sfn, ".send_task_failure()", &["states:SendTaskFailure"]),
+        (
+            &sfn,
+            ".send_task_heartbeat()",
+            &["states:SendTaskHeartbeat"],
+        ),
+        (&sfn, ".stop_execution()", &["states:StopExecution"]),
+    ] {
+        if source.contains(call) {
+            for action in actions {
+                assert!(
+                    granted_anywhere.contains(*action),
+                    "the adapters call {call} but no function may {action}"
+                );
+            }
         }
     }
 }
@@ -712,10 +994,7 @@ fn iam_grants_are_exactly_what_each_function_calls() {
 fn tables_follow_the_dynamodb_design() {
     let template = template();
     let table = |id: &str| -> Value {
-        let (_, resource) = resources(&template)
-            .into_iter()
-            .find(|(i, _)| i == id)
-            .expect(id);
+        let resource = resource(&template, id);
         assert_eq!(text(resource, &["Type"]), Some("AWS::DynamoDB::Table"));
         let properties = &resource["Properties"];
         assert_eq!(
@@ -750,43 +1029,123 @@ fn tables_follow_the_dynamodb_design() {
         })
     };
     let key = |name: &str, kind: &str| json!({"AttributeName": name, "KeyType": kind});
+    let string_attributes = |table: &Value| -> BTreeSet<String> {
+        table["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                assert_eq!(a["AttributeType"], "S", "{a}");
+                a["AttributeName"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    // As DynamoStore::create_tables makes them (shared/src/adapters/dynamodb/mod.rs).
     let purchases = table("PurchasesTable");
     assert_eq!(purchases["key"], json!([key("purchaseId", "HASH")]));
+    assert_eq!(
+        string_attributes(&purchases),
+        ["purchaseId", "customerId", "recordType", "unfinished"]
+            .map(String::from)
+            .into(),
+        "PurchasesTable: AttributeDefinitions (keys of the table and its indexes only)"
+    );
     let indexes: BTreeMap<String, Value> = purchases["indexes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| (i["IndexName"].as_str().unwrap().to_owned(), i.clone()))
         .collect();
-    use shared::dynamodb::{ALL_PURCHASES_INDEX, BY_CUSTOMER_INDEX};
-    assert_eq!(indexes.keys().collect::<Vec<_>>(), {
-        let mut names = vec![ALL_PURCHASES_INDEX, BY_CUSTOMER_INDEX];
-        names.sort_unstable();
-        names
-    });
+    let expected: BTreeMap<&str, (&str, &str)> = [
+        (BY_CUSTOMER_INDEX, ("customerId", "ALL")),
+        (ALL_PURCHASES_INDEX, ("recordType", "KEYS_ONLY")),
+        (UNFINISHED_INDEX, ("unfinished", "KEYS_ONLY")),
+    ]
+    .into();
     assert_eq!(
-        indexes[BY_CUSTOMER_INDEX]["KeySchema"],
-        json!([key("customerId", "HASH"), key("purchaseId", "RANGE")])
+        indexes.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        expected.keys().copied().collect::<BTreeSet<_>>(),
+        "PurchasesTable: GlobalSecondaryIndexes"
     );
-    assert_eq!(
-        indexes[BY_CUSTOMER_INDEX]["Projection"]["ProjectionType"],
-        "ALL"
-    );
-    assert_eq!(
-        indexes[ALL_PURCHASES_INDEX]["KeySchema"],
-        json!([key("recordType", "HASH"), key("purchaseId", "RANGE")])
-    );
-    assert_eq!(
-        indexes[ALL_PURCHASES_INDEX]["Projection"]["ProjectionType"],
-        "KEYS_ONLY"
-    );
-    assert_eq!(table("ProductsTable")["key"], json!([key("id", "HASH")]));
+    for (name, (partition, projection)) in expected {
+        assert_eq!(
+            indexes[name]["KeySchema"],
+            json!([key(partition, "HASH"), key("purchaseId", "RANGE")]),
+            "{name}"
+        );
+        assert_eq!(
+            indexes[name]["Projection"],
+            json!({"ProjectionType": projection}),
+            "{name}"
+        );
+    }
+    let products = table("ProductsTable");
+    assert_eq!(products["key"], json!([key("id", "HASH")]));
+    assert!(products["indexes"].is_null());
     assert_eq!(table("RuleSetsTable")["key"], json!([key("name", "HASH")]));
     let idempotency = table("IdempotencyTable");
     assert_eq!(idempotency["key"], json!([key("key", "HASH")]));
     assert_eq!(
         idempotency["ttl"],
         json!({"AttributeName": "expiresAt", "Enabled": true})
+    );
+}
+
+#[test]
+fn alarms_watch_failed_executions_the_api_and_purchases_needing_attention() {
+    let template = template();
+    let alarms: Vec<(String, &Yaml)> = resources(&template)
+        .into_iter()
+        .filter(|(_, r)| text(r, &["Type"]) == Some("AWS::CloudWatch::Alarm"))
+        .collect();
+    for (id, alarm) in &alarms {
+        for actions in ["AlarmActions", "OKActions"] {
+            let targets: Vec<Option<&str>> = alarm["Properties"][actions]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("{id}: {actions}"))
+                .iter()
+                .map(reference)
+                .collect();
+            assert_eq!(targets, [Some("AlarmTopic")], "{id}: {actions}");
+        }
+    }
+    let watching = |namespace: &str, metric: &str| {
+        alarms.iter().find(|(_, a)| {
+            text(a, &["Properties", "Namespace"]) == Some(namespace)
+                && text(a, &["Properties", "MetricName"]) == Some(metric)
+        })
+    };
+    let (id, failed) = watching("AWS/States", "ExecutionsFailed").expect("ExecutionsFailed alarm");
+    assert_eq!(
+        reference(&failed["Properties"]["Dimensions"][0]["Value"]),
+        Some(MACHINE),
+        "{id}"
+    );
+    // The business metric the functions emit (EMF, no dimensions): one
+    // purchase needing an operator is enough.
+    let metric = metric_name(PurchaseEvent::NeedsAttention);
+    let (id, attention) =
+        watching(NAMESPACE, metric).unwrap_or_else(|| panic!("an alarm on {NAMESPACE} {metric}"));
+    let properties = &attention["Properties"];
+    assert!(
+        properties.get("Dimensions").is_none(),
+        "{id}: the EMF metric has no dimensions"
+    );
+    assert_eq!(text(properties, &["Statistic"]), Some("Sum"), "{id}");
+    assert_eq!(properties["Threshold"].as_f64(), Some(1.0), "{id}");
+    assert_eq!(
+        text(properties, &["ComparisonOperator"]),
+        Some("GreaterThanOrEqualToThreshold"),
+        "{id}"
+    );
+    assert_eq!(
+        text(properties, &["TreatMissingData"]),
+        Some("notBreaching"),
+        "{id}"
+    );
+    assert!(
+        alarms.iter().any(|(id, _)| id == "Api5xxRateAlarm"),
+        "the API's 5xx alarm"
     );
 }
 
@@ -808,17 +1167,23 @@ fn placeholders(definition: &str) -> BTreeSet<String> {
 fn definition_placeholders_and_substitutions_match() {
     let template = template();
     let functions = template_functions(&template);
-    let (_, machine) = resources(&template)
-        .into_iter()
-        .find(|(_, r)| text(r, &["Type"]) == Some("AWS::Serverless::StateMachine"))
-        .expect("a state machine");
+    let machine = resource(&template, "PurchaseStateMachine");
+    assert_eq!(
+        text(machine, &["Type"]),
+        Some("AWS::Serverless::StateMachine")
+    );
     let properties = &machine["Properties"];
     let uri = text(properties, &["DefinitionUri"]).expect("DefinitionUri");
     assert_eq!(uri, "statemachine/purchase.asl.json");
-    let definition = read(uri);
-    serde_json::from_str::<Value>(&definition).expect("the definition is JSON");
+    // The file deployed is the one the local runner has compiled in.
+    assert_eq!(
+        read(uri),
+        DEFINITION,
+        "{uri} vs shared::ports::workflow::DEFINITION"
+    );
+    serde_json::from_str::<Value>(DEFINITION).expect("the definition is JSON");
 
-    let used = placeholders(&definition);
+    let used = placeholders(DEFINITION);
     let substitutions = properties["DefinitionSubstitutions"]
         .as_mapping()
         .expect("DefinitionSubstitutions");
@@ -849,9 +1214,9 @@ fn definition_placeholders_and_substitutions_match() {
         .iter()
         .filter_map(|p| p.get("LambdaInvokePolicy"))
         .map(|p| {
-            let (tag, name) = tagged(&p["FunctionName"]).expect("FunctionName: !Ref");
-            assert_eq!(tag, "Ref");
-            name.as_str().unwrap().to_owned()
+            reference(&p["FunctionName"])
+                .expect("FunctionName: !Ref")
+                .to_owned()
         })
         .collect();
     for step in Step::ALL {
@@ -886,6 +1251,67 @@ fn definition_placeholders_and_substitutions_match() {
         get(properties, &["Logging", "Destinations"]).is_some(),
         "state machine logging"
     );
+    // The fixed name the policies build the ARN from.
+    assert_eq!(machine_name(&template), "${AWS::StackName}-purchase");
+}
+
+/// The task states of the definition, by the step whose function they invoke,
+/// with the input they give it (their `Parameters`, or the callback's `Payload`).
+fn task_inputs() -> BTreeMap<&'static str, Value> {
+    let definition: Value = serde_json::from_str(DEFINITION).unwrap();
+    let mut inputs = BTreeMap::new();
+    for (name, state) in definition["States"].as_object().unwrap() {
+        if state["Type"] != "Task" {
+            continue;
+        }
+        let callback = state["Resource"]
+            .as_str()
+            .is_some_and(|r| r.ends_with(".waitForTaskToken"));
+        let (placeholder, input) = if callback {
+            (
+                &state["Parameters"]["FunctionName"],
+                &state["Parameters"]["Payload"],
+            )
+        } else {
+            (&state["Resource"], &state["Parameters"])
+        };
+        let placeholder = placeholder.as_str().unwrap_or_default();
+        let step = Step::ALL
+            .into_iter()
+            .find(|s| placeholder == format!("${{{}}}", s.arn_placeholder()))
+            .unwrap_or_else(|| panic!("task state {name} invokes no step function"));
+        assert_eq!(name, step.state_name(), "the state is named after its step");
+        inputs.insert(step.function_name(), input.clone());
+    }
+    inputs
+}
+
+#[test]
+fn each_step_event_is_what_its_task_state_sends() {
+    let inputs = task_inputs();
+    assert_eq!(
+        inputs.keys().copied().collect::<BTreeSet<_>>(),
+        Step::ALL.iter().map(|s| s.function_name()).collect(),
+        "one task state per step"
+    );
+    for (function, input) in inputs {
+        let sent: BTreeSet<String> = input
+            .as_object()
+            .unwrap_or_else(|| panic!("{function}: Parameters"))
+            .keys()
+            .map(|k| k.trim_end_matches(".$").to_owned())
+            .collect();
+        let shipped: BTreeSet<String> = event(function)
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            shipped, sent,
+            "events/{function}.json (left) vs what its task state passes (right)"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- 3. openapi.yaml
@@ -903,6 +1329,11 @@ fn schema<'a>(openapi: &'a Value, name: &str) -> &'a Value {
         "openapi.yaml: components.schemas.{name}"
     );
     schema
+}
+
+fn operation(openapi: &Value, endpoint: Endpoint) -> &Value {
+    let (method, path) = endpoint.route();
+    &openapi["paths"][path][method.as_str().to_lowercase()]
 }
 
 fn wire_names<T: Serialize>(values: &[T]) -> Vec<String> {
@@ -977,12 +1408,14 @@ fn openapi_paths_and_methods_are_the_served_routes() {
 #[test]
 fn openapi_enums_are_the_rust_serde_names() {
     let openapi = openapi();
+    let statuses = all_variants!(PurchaseStatus: Pending, Reserved, Paid, Completed, OnHold, NeedsAttention, Failed, Cancelled, Rejected);
+    assert_eq!(statuses, PurchaseStatus::ALL, "PurchaseStatus::ALL");
     let enums: Vec<(&str, Vec<String>)> = vec![
-        ("PurchaseStatus", wire_names(&PurchaseStatus::ALL)),
+        ("PurchaseStatus", wire_names(&statuses)),
         (
             "LineStatus",
             wire_names(
-                &all_variants!(LineStatus: Pending, Reserved, Provisioned, OutOfStock, ProvisioningFailed, Released, Cancelled),
+                &all_variants!(LineStatus: Pending, Reserved, Provisioned, OutOfStock, ProvisioningFailed, Released, Revoked, Cancelled),
             ),
         ),
         (
@@ -1028,6 +1461,11 @@ fn openapi_enums_are_the_rust_serde_names() {
             documented, rust,
             "openapi.yaml {name} (left) vs Rust (right)"
         );
+    }
+    // `status` filters by the same names `PurchaseStatus::parse` reads.
+    for status in PurchaseStatus::ALL {
+        assert_eq!(PurchaseStatus::parse(status.as_str()), Some(status));
+        assert_eq!(wire_names(&[status]), [status.as_str()]);
     }
     // Every rule id has parameters documented in exactly one Rule variant.
     let mapping = schema(&openapi, "Rule")["discriminator"]["mapping"]
@@ -1130,6 +1568,21 @@ fn openapi_error_codes_and_statuses_are_the_served_ones() {
     }
 }
 
+/// The operations that document `Idempotency-Key`.
+fn idempotent_endpoints(openapi: &Value) -> BTreeSet<&'static str> {
+    Endpoint::ALL
+        .into_iter()
+        .filter(|e| {
+            operation(openapi, *e)["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| resolve(openapi, p)["name"] == "Idempotency-Key")
+        })
+        .map(|e| e.function_name())
+        .collect()
+}
+
 #[test]
 fn openapi_bounds_are_the_validation_limits() {
     let openapi = openapi();
@@ -1201,15 +1654,26 @@ fn openapi_bounds_are_the_validation_limits() {
             "{name}: unknown fields are refused"
         );
     }
-    let list = &openapi["paths"]["/purchases"]["get"]["parameters"];
-    let limit = list
+    let list = operation(&openapi, Endpoint::ListPurchases)["parameters"]
         .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "limit")
-        .expect("limit parameter");
-    assert_eq!(limit["schema"]["maximum"], json!(MAX_PAGE_SIZE));
-    assert_eq!(limit["schema"]["default"], json!(DEFAULT_PAGE_SIZE));
+        .unwrap();
+    let parameter = |name: &str| {
+        list.iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("list purchases: parameter {name}"))
+    };
+    assert_eq!(
+        parameter("limit")["schema"]["maximum"],
+        json!(MAX_PAGE_SIZE)
+    );
+    assert_eq!(
+        parameter("limit")["schema"]["default"],
+        json!(DEFAULT_PAGE_SIZE)
+    );
+    assert_eq!(
+        parameter("order")["schema"],
+        json!({"type": "string", "enum": ["newest", "oldest"], "default": "newest"})
+    );
     let validation = resolve(
         &openapi,
         &openapi["components"]["responses"]["ValidationFailed"],
@@ -1221,11 +1685,19 @@ fn openapi_bounds_are_the_validation_limits() {
             .contains(&limits::MAX_BODY_BYTES.to_string()),
         "ValidationFailed names the body limit"
     );
+    let key = resolve(
+        &openapi,
+        &openapi["components"]["parameters"]["IdempotencyKey"],
+    );
+    assert_eq!(
+        key["schema"]["maxLength"],
+        json!(shared::api::idempotency::MAX_KEY_CHARS)
+    );
 }
 
 /// The subset of JSON Schema openapi.yaml uses for responses: `$ref`, `type`,
 /// `enum`, `required`, `properties`, `additionalProperties: false`, `items`,
-/// `oneOf`. Returns every mismatch, each with its JSON path.
+/// `oneOf`, `format: date-time`. Returns every mismatch, each with its JSON path.
 fn check_schema(
     openapi: &Value,
     schema: &Value,
@@ -1263,6 +1735,12 @@ fn check_schema(
     {
         problems.push(format!("{at}: {value} not in {allowed:?}"));
     }
+    if schema["format"] == "date-time"
+        && let Some(text) = value.as_str()
+        && DateTime::parse_from_rfc3339(text).is_err()
+    {
+        problems.push(format!("{at}: {text:?} is not a date-time"));
+    }
     if let Some(object) = value.as_object() {
         let properties = schema["properties"].as_object();
         for required in schema["required"].as_array().into_iter().flatten() {
@@ -1297,10 +1775,7 @@ fn check_schema(
 fn api_gateway_errors_use_the_documented_error_body() {
     let template = template();
     let openapi = openapi();
-    let (_, api) = resources(&template)
-        .into_iter()
-        .find(|(id, _)| id == "Api")
-        .expect("Api");
+    let api = resource(&template, "Api");
     let responses = api["Properties"]["GatewayResponses"]
         .as_mapping()
         .expect("GatewayResponses");
@@ -1391,18 +1866,235 @@ fn event_names() -> BTreeSet<String> {
         .collect()
 }
 
-/// Accepts everything: no Step Functions here.
-struct NoopWorkflow;
+/// The IAM (action, resource) each port call needs on AWS, as the DynamoDB
+/// and Step Functions adapters make it: the calls a function makes while it
+/// handles an event must all be granted to it.
+type Calls = Arc<Mutex<BTreeSet<Grant>>>;
+
+fn need(calls: &Calls, needed: &[(&str, &str)]) {
+    let mut calls = calls.lock().unwrap();
+    for (action, resource) in needed {
+        calls.insert(((*action).to_owned(), (*resource).to_owned()));
+    }
+}
+
+/// The embedded store behind every port, recording what each call would
+/// need from DynamoDB (`shared/src/adapters/dynamodb`).
+struct RecordingStore {
+    inner: EmbeddedStore,
+    calls: Calls,
+}
 
 #[async_trait]
-impl Workflow for NoopWorkflow {
-    async fn start(&self, _: &str) -> Result<(), WorkflowError> {
+impl PurchaseStore for RecordingStore {
+    async fn create_purchase(&self, purchase: &Purchase) -> Result<(), StoreError> {
+        need(&self.calls, &[("dynamodb:PutItem", PURCHASES)]);
+        self.inner.create_purchase(purchase).await
+    }
+
+    async fn get_purchase(&self, purchase_id: &PurchaseId) -> Result<Option<Purchase>, StoreError> {
+        need(&self.calls, &[("dynamodb:GetItem", PURCHASES)]);
+        self.inner.get_purchase(purchase_id).await
+    }
+
+    async fn save_purchase(
+        &self,
+        purchase: &Purchase,
+        stock: &StockChange,
+    ) -> Result<(), StoreError> {
+        // A conditional PutItem (in a TransactWriteItems with one UpdateItem
+        // per product when stock moves); a failed condition reads the item.
+        need(
+            &self.calls,
+            &[
+                ("dynamodb:PutItem", PURCHASES),
+                ("dynamodb:GetItem", PURCHASES),
+            ],
+        );
+        if !matches!(stock, StockChange::None) {
+            need(&self.calls, &[("dynamodb:UpdateItem", PRODUCTS)]);
+        }
+        self.inner.save_purchase(purchase, stock).await
+    }
+
+    async fn list_purchases(&self, query: &PurchaseQuery) -> Result<PurchasePage, StoreError> {
+        if query.customer_id.is_some() {
+            need(
+                &self.calls,
+                &[("dynamodb:Query", index(BY_CUSTOMER_INDEX).as_str())],
+            );
+        } else {
+            need(
+                &self.calls,
+                &[
+                    ("dynamodb:Query", index(ALL_PURCHASES_INDEX).as_str()),
+                    ("dynamodb:BatchGetItem", PURCHASES),
+                ],
+            );
+        }
+        self.inner.list_purchases(query).await
+    }
+
+    async fn unfinished_purchases(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Purchase>, StoreError> {
+        need(
+            &self.calls,
+            &[
+                ("dynamodb:Query", index(UNFINISHED_INDEX).as_str()),
+                ("dynamodb:BatchGetItem", PURCHASES),
+            ],
+        );
+        self.inner.unfinished_purchases(before, limit).await
+    }
+}
+
+#[async_trait]
+impl Inventory for RecordingStore {
+    async fn get_products(&self, ids: &[ProductId]) -> Result<Vec<Product>, StoreError> {
+        need(&self.calls, &[("dynamodb:BatchGetItem", PRODUCTS)]);
+        self.inner.get_products(ids).await
+    }
+
+    async fn add_product_if_absent(&self, product: &Product) -> Result<(), StoreError> {
+        need(&self.calls, &[("dynamodb:PutItem", PRODUCTS)]);
+        self.inner.add_product_if_absent(product).await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for RecordingStore {
+    async fn claim(&self, record: &IdempotencyRecord) -> Result<Claim, StoreError> {
+        // PutItem; the holder is read on a failed condition and a released
+        // key is taken over with UpdateItem.
+        need(
+            &self.calls,
+            &[
+                ("dynamodb:PutItem", IDEMPOTENCY),
+                ("dynamodb:GetItem", IDEMPOTENCY),
+                ("dynamodb:UpdateItem", IDEMPOTENCY),
+            ],
+        );
+        self.inner.claim(record).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        need(&self.calls, &[("dynamodb:GetItem", IDEMPOTENCY)]);
+        self.inner.get(key).await
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        need(&self.calls, &[("dynamodb:UpdateItem", IDEMPOTENCY)]);
+        self.inner.complete(key, response, expires_at).await
+    }
+
+    async fn release(&self, key: &str, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+        need(&self.calls, &[("dynamodb:UpdateItem", IDEMPOTENCY)]);
+        self.inner.release(key, expires_at).await
+    }
+}
+
+#[async_trait]
+impl RuleSetStore for RecordingStore {
+    async fn create_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError> {
+        need(&self.calls, &[("dynamodb:PutItem", RULE_SETS)]);
+        self.inner.create_rule_set(set).await
+    }
+
+    async fn get_rule_set(&self, name: &str) -> Result<Option<RuleSetRecord>, StoreError> {
+        need(&self.calls, &[("dynamodb:GetItem", RULE_SETS)]);
+        self.inner.get_rule_set(name).await
+    }
+
+    async fn replace_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError> {
+        need(
+            &self.calls,
+            &[
+                ("dynamodb:PutItem", RULE_SETS),
+                ("dynamodb:GetItem", RULE_SETS),
+            ],
+        );
+        self.inner.replace_rule_set(set).await
+    }
+
+    async fn delete_rule_set(&self, name: &str) -> Result<bool, StoreError> {
+        need(&self.calls, &[("dynamodb:DeleteItem", RULE_SETS)]);
+        self.inner.delete_rule_set(name).await
+    }
+
+    async fn list_rule_sets(&self) -> Result<Vec<RuleSetRecord>, StoreError> {
+        need(&self.calls, &[("dynamodb:Scan", RULE_SETS)]);
+        self.inner.list_rule_sets().await
+    }
+}
+
+/// No Step Functions here: executions are remembered by purchase (an
+/// execution is named after its purchase), and every call is recorded as
+/// the IAM action it needs. `refuse_starts` makes starts fail as throttled.
+#[derive(Default)]
+struct RecordingWorkflow {
+    calls: Calls,
+    executions: Mutex<BTreeMap<String, ExecutionState>>,
+    refuse_starts: Mutex<bool>,
+}
+
+#[async_trait]
+impl Workflow for RecordingWorkflow {
+    async fn start(&self, purchase_id: &PurchaseId) -> Result<(), WorkflowError> {
+        need(&self.calls, &[("states:StartExecution", MACHINE)]);
+        if *self.refuse_starts.lock().unwrap() {
+            return Err(WorkflowError::Unavailable("throttled (test)".into()));
+        }
+        self.executions
+            .lock()
+            .unwrap()
+            .entry(purchase_id.to_string())
+            .or_insert(ExecutionState::Running);
         Ok(())
     }
-    async fn send_task_success(&self, _: &str, _: Value) -> Result<(), WorkflowError> {
+
+    async fn describe(
+        &self,
+        purchase_id: &PurchaseId,
+    ) -> Result<Option<ExecutionState>, WorkflowError> {
+        need(&self.calls, &[("states:DescribeExecution", EXECUTIONS)]);
+        Ok(self
+            .executions
+            .lock()
+            .unwrap()
+            .get(purchase_id.as_str())
+            .copied())
+    }
+
+    async fn notify(&self, _: &str, decision: TaskDecision) -> Result<(), WorkflowError> {
+        let action = match decision {
+            TaskDecision::Resume { .. } => "states:SendTaskSuccess",
+            TaskDecision::Rejected | TaskDecision::Stopped => "states:SendTaskFailure",
+        };
+        need(&self.calls, &[(action, MACHINE)]);
         Ok(())
     }
-    async fn send_task_failure(&self, _: &str, _: &str, _: &str) -> Result<(), WorkflowError> {
+
+    async fn redrive(&self, purchase_id: &PurchaseId) -> Result<(), WorkflowError> {
+        // An execution that is not redrivable is described before answering.
+        need(
+            &self.calls,
+            &[
+                ("states:RedriveExecution", EXECUTIONS),
+                ("states:DescribeExecution", EXECUTIONS),
+            ],
+        );
+        self.executions
+            .lock()
+            .unwrap()
+            .insert(purchase_id.to_string(), ExecutionState::Running);
         Ok(())
     }
 }
@@ -1410,6 +2102,11 @@ impl Workflow for NoopWorkflow {
 struct Harness {
     app: App,
     steps: StepDeps,
+    store: Arc<RecordingStore>,
+    workflow: Arc<RecordingWorkflow>,
+    calls: Calls,
+    /// What the template grants each function, by binary.
+    grants: BTreeMap<String, BTreeSet<Grant>>,
     openapi: Value,
     invocations: u32,
     _dir: tempfile::TempDir,
@@ -1418,7 +2115,11 @@ struct Harness {
 impl Harness {
     async fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let calls = Calls::default();
+        let store = Arc::new(RecordingStore {
+            inner: EmbeddedStore::open(dir.path()).unwrap(),
+            calls: calls.clone(),
+        });
         let catalog: Vec<Product> = serde_json::from_str(&read("catalog/demo.json")).unwrap();
         for product in &catalog {
             store.add_product_if_absent(product).await.unwrap();
@@ -1432,7 +2133,11 @@ impl Harness {
             },
         })
         .unwrap();
-        let workflow: Arc<dyn Workflow> = Arc::new(NoopWorkflow);
+        let workflow = Arc::new(RecordingWorkflow {
+            calls: calls.clone(),
+            ..RecordingWorkflow::default()
+        });
+        calls.lock().unwrap().clear();
         Harness {
             app: App {
                 purchases: store.clone(),
@@ -1444,16 +2149,31 @@ impl Harness {
             },
             steps: StepDeps {
                 purchases: store.clone(),
-                inventory: store.clone(),
-                rule_sets: store,
+                rule_sets: store.clone(),
                 payments: Arc::new(SimulatedPaymentGateway::default()),
                 provisioning: Arc::new(SimulatedProvisioner::default()),
-                workflow,
+                workflow: workflow.clone(),
             },
+            store,
+            workflow,
+            calls,
+            grants: grants_by_function(&template()),
             openapi: openapi(),
             invocations: 0,
             _dir: dir,
         }
+    }
+
+    /// Every AWS call `function` made since the last check must be granted
+    /// to it by the template.
+    fn check_granted(&self, function: &str) {
+        let made = std::mem::take(&mut *self.calls.lock().unwrap());
+        let granted = &self.grants[function];
+        let missing: Vec<&Grant> = made.difference(granted).collect();
+        assert!(
+            missing.is_empty(),
+            "{function} calls what template.yaml does not grant it: {missing:?}"
+        );
     }
 
     /// The event file, checked to be a real API Gateway REST proxy event for
@@ -1486,10 +2206,11 @@ impl Harness {
             typed.request_context.request_id.is_some(),
             "{name}: requestContext.requestId"
         );
-        assert!(
-            typed.request_context.stage.is_some(),
-            "{name}: requestContext.stage"
-        );
+        let stage = typed
+            .request_context
+            .stage
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: requestContext.stage"));
         for (parameter, value) in [
             ("purchaseId", EVENT_PURCHASE_ID),
             ("ruleSetName", EVENT_RULE_SET),
@@ -1505,6 +2226,11 @@ impl Harness {
             .replace("{purchaseId}", EVENT_PURCHASE_ID)
             .replace("{ruleSetName}", EVENT_RULE_SET);
         assert_eq!(typed.path.as_deref(), Some(path.as_str()), "{name}: path");
+        assert_eq!(
+            typed.request_context.path.as_deref(),
+            Some(format!("/{stage}{path}").as_str()),
+            "{name}: requestContext.path"
+        );
         for headers in ["headers", "multiValueHeaders"] {
             let auth = &event[headers]["Authorization"];
             let auth = auth.as_array().and_then(|a| a.first()).unwrap_or(auth);
@@ -1513,7 +2239,16 @@ impl Harness {
                 "{name}: {headers}.Authorization must stay a placeholder (no tokens in the repo)"
             );
         }
-        let operation = &self.openapi["paths"][route][method.as_str().to_lowercase()];
+        // An operation that takes an Idempotency-Key shows it in its event.
+        let idempotent = idempotent_endpoints(&self.openapi).contains(name);
+        for headers in ["headers", "multiValueHeaders"] {
+            assert_eq!(
+                event[headers].get("Idempotency-Key").is_some(),
+                idempotent,
+                "{name}: {headers}.Idempotency-Key (documented: {idempotent})"
+            );
+        }
+        let operation = operation(&self.openapi, endpoint);
         let request_schema = &operation["requestBody"]["content"]["application/json"]["schema"];
         match &typed.body {
             Some(body) => {
@@ -1554,7 +2289,8 @@ impl Harness {
     /// Invokes the handler the way `lambda_http::run` does (the event JSON
     /// through `LambdaRequest` and `Adapter`, the same service as
     /// `shared::lambda::run_endpoint`) and returns (status, headers, body),
-    /// checked against the operation's documented response.
+    /// checked against the operation's documented response and the
+    /// function's IAM grants.
     async fn invoke(
         &mut self,
         endpoint: Endpoint,
@@ -1581,6 +2317,7 @@ impl Harness {
             .call(LambdaEvent::new(request, context))
             .await
             .unwrap();
+        self.check_granted(endpoint.function_name());
         let response = serde_json::to_value(&response).unwrap();
         let status = response["statusCode"].as_u64().expect("statusCode") as u16;
         let mut headers = BTreeMap::new();
@@ -1609,8 +2346,7 @@ impl Harness {
         headers: &BTreeMap<String, String>,
         body: &Value,
     ) {
-        let (method, path) = endpoint.route();
-        let operation = &self.openapi["paths"][path][method.as_str().to_lowercase()];
+        let operation = operation(&self.openapi, endpoint);
         let documented = operation["responses"]
             .get(status.to_string())
             .unwrap_or_else(|| {
@@ -1640,6 +2376,13 @@ impl Harness {
                 endpoint.function_name()
             );
         }
+        if headers.contains_key("idempotent-replayed") {
+            assert!(
+                documented["headers"].get("Idempotent-Replayed").is_some(),
+                "{} {status}: Idempotent-Replayed is not documented",
+                endpoint.function_name()
+            );
+        }
         if schema.is_null() {
             assert!(
                 body.is_null(),
@@ -1665,6 +2408,55 @@ impl Harness {
         )
         .unwrap();
         format!("Bearer {token}")
+    }
+
+    /// The event of `endpoint` with a real token, a fresh `Idempotency-Key`
+    /// and optionally another purchase id.
+    fn prepared(&self, endpoint: Endpoint, purchase_id: Option<&str>) -> Value {
+        prepare(
+            self.api_event(endpoint),
+            &self.token(endpoint),
+            purchase_id,
+            self.invocations,
+        )
+    }
+
+    /// Runs a step's event (with another purchase id, and `changes` merged
+    /// in) the way `shared::lambda::run_step` does, checked against the
+    /// step function's IAM grants.
+    async fn step(
+        &self,
+        step: Step,
+        purchase_id: &str,
+        changes: Value,
+    ) -> Result<Value, StepError> {
+        let mut payload = event(step.function_name());
+        payload["purchaseId"] = json!(purchase_id);
+        for (key, value) in changes.as_object().into_iter().flatten() {
+            payload[key] = value.clone();
+        }
+        let result = step.run(&self.steps, payload, None).await;
+        self.check_granted(step.function_name());
+        result
+    }
+
+    /// The stored purchase (not an AWS call of any function).
+    async fn stored(&self, purchase_id: &str) -> Purchase {
+        self.store
+            .inner
+            .get_purchase(&PurchaseId::new(purchase_id))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("purchase {purchase_id}"))
+    }
+
+    async fn stock(&self, product: &str) -> i64 {
+        self.store
+            .inner
+            .get_products(&[ProductId::new(product)])
+            .await
+            .unwrap()[0]
+            .stock
     }
 }
 
@@ -1701,14 +2493,41 @@ fn prepare(mut event: Value, token: &str, purchase_id: Option<&str>, invocation:
     event
 }
 
-async fn create_purchase(h: &mut Harness) -> String {
-    let endpoint = Endpoint::CreatePurchase;
-    let event = prepare(
-        h.api_event(endpoint),
-        &h.token(endpoint),
-        None,
-        h.invocations,
+/// Sets a query parameter in both of an event's query maps.
+fn with_query(mut event: Value, name: &str, value: &str) -> Value {
+    for (field, new) in [
+        ("queryStringParameters", json!(value)),
+        ("multiValueQueryStringParameters", json!([value])),
+    ] {
+        if !event[field].is_object() {
+            event[field] = json!({});
+        }
+        event[field][name] = new;
+    }
+    event
+}
+
+/// A `Location` (a relative reference) resolved against the URL of the
+/// request that answered it (RFC 3986 §5.2: replace the last segment).
+fn resolved(request_url: &str, location: &str) -> String {
+    assert!(
+        !location.starts_with('/') && !location.contains("://"),
+        "Location {location:?} must be relative, so it holds under the stage prefix"
     );
+    let base = request_url.rsplit_once('/').unwrap().0;
+    format!("{base}/{location}")
+}
+
+/// Creates a purchase with `events/create-purchase.json` (the body's
+/// products replaced if given).
+async fn create_purchase(h: &mut Harness, products: Option<Value>) -> String {
+    let endpoint = Endpoint::CreatePurchase;
+    let mut event = h.prepared(endpoint, None);
+    if let Some(products) = products {
+        let mut body: Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
+        body["products"] = products;
+        event["body"] = json!(body.to_string());
+    }
     let (status, _, body) = h.invoke(endpoint, event).await;
     assert_eq!(status, 201, "{body}");
     body["purchaseId"].as_str().unwrap().to_owned()
@@ -1716,21 +2535,63 @@ async fn create_purchase(h: &mut Harness) -> String {
 
 #[test]
 fn every_function_has_exactly_one_event_file() {
-    let expected: BTreeSet<String> = Endpoint::ALL
-        .iter()
-        .map(|e| e.function_name().to_owned())
-        .chain(Step::ALL.iter().map(|s| s.function_name().to_owned()))
-        .collect();
     assert_eq!(
         event_names(),
-        expected,
+        rust_functions(),
         "events/*.json (left) vs functions (right)"
     );
+}
+
+/// The URL API Gateway received an event at: `https://<Host>/<stage><path>`.
+fn request_url(event: &Value) -> String {
+    format!(
+        "https://{}/{}{}",
+        event["headers"]["Host"].as_str().unwrap(),
+        event["requestContext"]["stage"].as_str().unwrap(),
+        event["path"].as_str().unwrap()
+    )
+}
+
+/// Invokes an event a second time, as a client's retry with the same
+/// `Idempotency-Key`: a final answer is replayed, anything else runs again.
+async fn retry(
+    h: &mut Harness,
+    endpoint: Endpoint,
+    event: Value,
+    first: &(u16, BTreeMap<String, String>, Value),
+) {
+    let name = endpoint.function_name();
+    let (status, headers, body) = h.invoke(endpoint, event).await;
+    let replayed = headers.get("idempotent-replayed").map(String::as_str) == Some("true");
+    let final_answer =
+        shared::api::idempotency::is_final(http::StatusCode::from_u16(first.0).unwrap());
+    assert_eq!(
+        replayed, final_answer,
+        "{name}: a retry of a {} answer (replayed: {replayed})",
+        first.0
+    );
+    assert_eq!(status, first.0, "{name}: the retry's status");
+    if final_answer {
+        assert_eq!(body, first.2, "{name}: the replay is the first answer");
+    }
 }
 
 #[tokio::test]
 async fn api_events_reach_the_handlers_and_get_the_documented_status() {
     let mut h = Harness::new().await;
+    let idempotent = idempotent_endpoints(&h.openapi);
+    assert_eq!(
+        idempotent,
+        [
+            Endpoint::CreatePurchase,
+            Endpoint::CancelPurchase,
+            Endpoint::ReviewPurchase,
+            Endpoint::RedrivePurchase
+        ]
+        .map(Endpoint::function_name)
+        .into(),
+        "the endpoints that act take an Idempotency-Key"
+    );
 
     // As shipped: the placeholder token is refused before anything else.
     for endpoint in Endpoint::ALL {
@@ -1752,12 +2613,8 @@ async fn api_events_reach_the_handlers_and_get_the_documented_status() {
         .into_iter()
         .filter(|e| e.route().1.starts_with("/purchases"))
     {
-        let event = prepare(
-            h.api_event(endpoint),
-            &h.token(endpoint),
-            None,
-            h.invocations,
-        );
+        let event = h.prepared(endpoint, None);
+        let url = request_url(&event);
         let (status, headers, body) = h.invoke(endpoint, event).await;
         let expected = match endpoint {
             Endpoint::CreatePurchase => 201,
@@ -1773,7 +2630,13 @@ async fn api_events_reach_the_handlers_and_get_the_documented_status() {
         if endpoint == Endpoint::CreatePurchase {
             assert_eq!(body["status"], "PENDING");
             let id = body["purchaseId"].as_str().unwrap().to_owned();
-            assert_eq!(headers["location"], format!("{BASE_PATH}/purchases/{id}"));
+            // Relative, so it resolves under the stage prefix to the new purchase.
+            assert_eq!(headers["location"], format!("purchases/{id}"));
+            assert_eq!(
+                resolved(&url, &headers["location"]),
+                format!("{url}/{id}"),
+                "Location"
+            );
             created = Some(id);
         }
         if status == 404 {
@@ -1782,27 +2645,26 @@ async fn api_events_reach_the_handlers_and_get_the_documented_status() {
     }
     let id = created.unwrap();
 
-    // With the id of that purchase, in the order a user would try them.
+    // With the id of that purchase, in the order a user would try them; the
+    // endpoints that take an Idempotency-Key are retried with the same key.
     let sequence = [
         (Endpoint::GetPurchase, 200, "PENDING"),
         (Endpoint::UpdatePurchase, 200, "PENDING"),
         (Endpoint::ApplyRules, 200, "ON_HOLD"),
         (Endpoint::ReviewPurchase, 200, "PENDING"),
+        (Endpoint::RedrivePurchase, 409, ""),
         (Endpoint::CancelPurchase, 200, "CANCELLED"),
         (Endpoint::CancelPurchase, 200, "CANCELLED"),
         (Endpoint::UpdatePurchase, 409, ""),
+        (Endpoint::ReviewPurchase, 409, ""),
         (Endpoint::ListPurchases, 200, ""),
     ];
     for (endpoint, expected, purchase_status) in sequence {
-        let event = prepare(
-            h.api_event(endpoint),
-            &h.token(endpoint),
-            Some(&id),
-            h.invocations,
-        );
-        let (status, headers, body) = h.invoke(endpoint, event).await;
+        let event = h.prepared(endpoint, Some(&id));
+        let answer = h.invoke(endpoint, event.clone()).await;
+        let (status, headers, body) = &answer;
         assert_eq!(
-            status,
+            *status,
             expected,
             "{} on {id}: {body}",
             endpoint.function_name()
@@ -1824,7 +2686,19 @@ async fn api_events_reach_the_handlers_and_get_the_documented_status() {
             Endpoint::ListPurchases => {
                 assert_eq!(body["purchases"][0]["purchaseId"], id.as_str());
             }
+            Endpoint::RedrivePurchase => {
+                assert!(
+                    body["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("nothing to redrive"),
+                    "{body}"
+                );
+            }
             _ => {}
+        }
+        if idempotent.contains(endpoint.function_name()) {
+            retry(&mut h, endpoint, event, &answer).await;
         }
     }
 
@@ -1832,25 +2706,36 @@ async fn api_events_reach_the_handlers_and_get_the_documented_status() {
     // `sam local invoke`s would) creates one purchase and replays the answer.
     let endpoint = Endpoint::CreatePurchase;
     let event = prepare(h.api_event(endpoint), &h.token(endpoint), None, u32::MAX);
-    let (first_status, _, first) = h.invoke(endpoint, event.clone()).await;
-    let (again_status, again_headers, again) = h.invoke(endpoint, event).await;
-    assert_eq!(
-        (first_status, again_status),
-        (201, 201),
-        "{first} / {again}"
-    );
-    assert_eq!(first, again, "the replay is the first answer");
-    assert_eq!(
-        again_headers.get("idempotent-replayed").map(String::as_str),
-        Some("true")
-    );
-    assert_eq!(
-        again_headers["location"],
-        format!(
-            "{BASE_PATH}/purchases/{}",
-            first["purchaseId"].as_str().unwrap()
-        )
-    );
+    let first = h.invoke(endpoint, event.clone()).await;
+    assert_eq!(first.0, 201, "{}", first.2);
+    let newest = first.2["purchaseId"].as_str().unwrap().to_owned();
+    retry(&mut h, endpoint, event.clone(), &first).await;
+    let (_, again_headers, _) = h.invoke(endpoint, event).await;
+    assert_eq!(again_headers["location"], format!("purchases/{newest}"));
+
+    // Newest first, or oldest first with `order=oldest`; anything else is a 400.
+    let endpoint = Endpoint::ListPurchases;
+    for (order, first) in [
+        (None, &newest),
+        (Some("newest"), &newest),
+        (Some("oldest"), &id),
+    ] {
+        let mut event = h.prepared(endpoint, None);
+        if let Some(order) = order {
+            event = with_query(event, "order", order);
+        }
+        let (status, _, body) = h.invoke(endpoint, event).await;
+        assert_eq!(status, 200, "order={order:?}: {body}");
+        assert_eq!(
+            body["purchases"][0]["purchaseId"],
+            first.as_str(),
+            "order={order:?}"
+        );
+    }
+    let event = with_query(h.prepared(endpoint, None), "order", "sideways");
+    let (status, _, body) = h.invoke(endpoint, event).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["details"][0]["field"], "order");
 }
 
 #[tokio::test]
@@ -1873,20 +2758,18 @@ async fn rule_set_events_reach_the_handlers_and_get_the_documented_status() {
     ];
     let mut created = false;
     for (endpoint, expected) in sequence {
-        let event = prepare(
-            h.api_event(endpoint),
-            &h.token(endpoint),
-            None,
-            h.invocations,
-        );
+        let event = h.prepared(endpoint, None);
+        let url = request_url(&event);
         let (status, headers, body) = h.invoke(endpoint, event).await;
         assert_eq!(status, expected, "{}: {body}", endpoint.function_name());
         match (endpoint, status) {
             (Endpoint::CreateRuleSet, 201) => {
                 created = true;
+                assert_eq!(headers["location"], format!("rules/{EVENT_RULE_SET}"));
                 assert_eq!(
-                    headers["location"],
-                    format!("{BASE_PATH}/rules/{EVENT_RULE_SET}")
+                    resolved(&url, &headers["location"]),
+                    format!("{url}/{EVENT_RULE_SET}"),
+                    "Location"
                 );
                 assert_eq!(headers["etag"], "\"1\"");
                 assert_eq!(body["name"], EVENT_RULE_SET);
@@ -1908,17 +2791,36 @@ async fn rule_set_events_reach_the_handlers_and_get_the_documented_status() {
     }
 }
 
+fn error_type(error: StepError) -> String {
+    lambda_runtime::Diagnostic::from(error).error_type
+}
+
+fn line_statuses(purchase: &Purchase) -> Vec<LineStatus> {
+    purchase.products.iter().map(|l| l.status).collect()
+}
+
+/// The steps the definition's `ResumeUndoing` choice can resume at.
+fn resumable_steps() -> BTreeSet<String> {
+    let definition: Value = serde_json::from_str(DEFINITION).unwrap();
+    definition["States"]["ResumeUndoing"]["Choices"]
+        .as_array()
+        .expect("ResumeUndoing choices")
+        .iter()
+        .map(|c| c["StringEquals"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn step_events_deserialize_as_step_input_and_drive_the_steps() {
+    use PurchaseStatus as S;
+    use Step::*;
     let mut h = Harness::new().await;
-    let steps: BTreeMap<&str, Step> = Step::ALL.iter().map(|s| (s.function_name(), *s)).collect();
 
     // As shipped (the placeholder id): each is read as the step's input and
     // fails only because no such purchase exists — the errorType Step
     // Functions would see.
     for step in Step::ALL {
-        let payload: Value =
-            serde_json::from_str(&read(&format!("events/{}.json", step.function_name()))).unwrap();
+        let payload = event(step.function_name());
         assert_eq!(
             payload["purchaseId"],
             EVENT_PURCHASE_ID,
@@ -1926,63 +2828,250 @@ async fn step_events_deserialize_as_step_input_and_drive_the_steps() {
             step.function_name()
         );
         let error = step
-            .run(&h.steps, payload)
+            .run(&h.steps, payload, None)
             .await
             .expect_err("no purchase yet");
-        let diagnostic = lambda_runtime::Diagnostic::from(error.clone());
+        h.check_granted(step.function_name());
         assert_eq!(
-            diagnostic.error_type,
+            error_type(error.clone()),
             "PurchaseNotFound",
             "{}: {error} (InvalidInput would mean the event is not the step's input)",
             step.function_name()
         );
-        assert!(!matches!(error, StepError::InvalidInput(_)));
     }
 
-    // On real purchases: the forward path, then the compensation path.
-    let forward = create_purchase(&mut h).await;
-    let compensated = create_purchase(&mut h).await;
-    let run = [
-        (&forward, "evaluate-rules", "PENDING"),
-        (&forward, "reserve-stock", "RESERVED"),
-        (&forward, "capture-payment", "PAID"),
-        (&forward, "provision-products", "COMPLETED"),
-        (&compensated, "evaluate-rules", "PENDING"),
-        (&compensated, "reserve-stock", "RESERVED"),
-        (&compensated, "capture-payment", "PAID"),
-        (&compensated, "await-review", "PAID"),
-        (&compensated, "refund-payment", "PAID"),
-        (&compensated, "release-stock", "PAID"),
-        (&compensated, "finalize-purchase", "FAILED"),
-    ];
-    for (id, name, expected) in run {
-        let mut payload = event(name);
-        payload["purchaseId"] = json!(id);
-        let output = steps[name]
-            .run(&h.steps, payload)
+    // The forward path.
+    let forward = create_purchase(&mut h, None).await;
+    for (step, status) in [
+        (EvaluateRules, S::Pending),
+        (ReserveStock, S::Reserved),
+        (CapturePayment, S::Paid),
+        (ProvisionProducts, S::Completed),
+    ] {
+        let output = h
+            .step(step, &forward, json!({}))
             .await
-            .unwrap_or_else(|e| panic!("{name} on {id}: {e}"));
-        assert_eq!(output["status"], expected, "{name}: {output}");
+            .unwrap_or_else(|e| panic!("{} on {forward}: {e}", step.function_name()));
+        assert_eq!(output, json!({"purchaseId": forward}));
+        assert_eq!(h.stored(&forward).await.status, status, "after {step:?}");
     }
-    let get = Endpoint::GetPurchase;
-    let event = prepare(
-        h.api_event(get),
-        &h.token(get),
-        Some(&compensated),
-        h.invocations,
-    );
-    let (_, _, purchase) = h.invoke(get, event).await;
-    assert_eq!(purchase["paymentStatus"], "REFUNDED", "{purchase}");
-    assert_eq!(
-        purchase["failureReason"], "PROVISIONING_FAILED",
-        "{purchase}"
-    );
+    assert!(h.stored(&forward).await.finalized_at.is_some());
+    // Undoing never touches a completed purchase.
+    h.step(RevokeProducts, &forward, json!({})).await.unwrap();
+    let completed = h.stored(&forward).await;
+    assert_eq!(completed.status, S::Completed);
     assert!(
-        purchase["products"]
-            .as_array()
-            .unwrap()
+        line_statuses(&completed)
             .iter()
-            .all(|l| l["status"] == "RELEASED"),
-        "{purchase}"
+            .all(|s| *s == LineStatus::Provisioned)
     );
+
+    // The undoing path, stuck on a step until an operator redrives it.
+    let undone = create_purchase(&mut h, None).await;
+    let mugs = h.stock("mug-ferris").await;
+    for (step, status) in [
+        (EvaluateRules, S::Pending),
+        (ReserveStock, S::Reserved),
+        (CapturePayment, S::Paid),
+        // Not on hold: the step completes its own task at once.
+        (AwaitReview, S::Paid),
+        // The events' outcome: FAILED / PROVISIONING_FAILED.
+        (RevokeProducts, S::Failed),
+        (RefundPayment, S::Failed),
+        (ReleaseStock, S::Failed),
+    ] {
+        h.step(step, &undone, json!({}))
+            .await
+            .unwrap_or_else(|e| panic!("{} on {undone}: {e}", step.function_name()));
+        assert_eq!(h.stored(&undone).await.status, status, "after {step:?}");
+    }
+    let purchase = h.stored(&undone).await;
+    assert_eq!(purchase.payment_status, PaymentStatus::Refunded);
+    assert!(
+        line_statuses(&purchase)
+            .iter()
+            .all(|s| *s == LineStatus::Released)
+    );
+    assert_eq!(h.stock("mug-ferris").await, mugs, "released stock is back");
+
+    // As if an undoing step had failed for good: the execution fails in
+    // NeedsAttention and the purchase says why.
+    let error = h
+        .step(NeedsAttention, &undone, json!({}))
+        .await
+        .expect_err("NeedsAttention fails the execution on purpose");
+    assert_eq!(error_type(error), "NeedsAttention");
+    assert_eq!(h.stored(&undone).await.status, S::NeedsAttention);
+    let get = Endpoint::GetPurchase;
+    let (status, _, body) = h.invoke(get, h.prepared(get, Some(&undone))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "NEEDS_ATTENTION");
+    let failed_step = event(NeedsAttention.function_name())["failedStep"].clone();
+    assert_eq!(body["attention"]["failedStep"], failed_step, "{body}");
+    assert_eq!(
+        body["attention"]["error"],
+        event(NeedsAttention.function_name())["error"]
+    );
+    let cancel = Endpoint::CancelPurchase;
+    let (status, _, body) = h.invoke(cancel, h.prepared(cancel, Some(&undone))).await;
+    assert_eq!(status, 409, "a failed purchase cannot be cancelled: {body}");
+
+    // The operator redrives it (the redrive event, retried once)...
+    let redrive = Endpoint::RedrivePurchase;
+    let event_ = h.prepared(redrive, Some(&undone));
+    let answer = h.invoke(redrive, event_.clone()).await;
+    assert_eq!(answer.0, 200, "{}", answer.2);
+    assert_eq!(answer.2["status"], "NEEDS_ATTENTION");
+    assert!(
+        answer.2["message"]
+            .as_str()
+            .unwrap()
+            .contains(failed_step.as_str().unwrap()),
+        "{}",
+        answer.2
+    );
+    retry(&mut h, redrive, event_, &answer).await;
+    // ...so Step Functions runs NeedsAttention again, which resumes at the
+    // failed step, and the undoing finishes.
+    let output = h.step(NeedsAttention, &undone, json!({})).await.unwrap();
+    assert_eq!(output["resumeAt"], failed_step, "{output}");
+    assert!(
+        resumable_steps().contains(failed_step.as_str().unwrap()),
+        "ResumeUndoing resumes at {failed_step}"
+    );
+    assert_eq!(h.stored(&undone).await.status, S::Failed);
+    for step in [RefundPayment, ReleaseStock, FinalizePurchase] {
+        h.step(step, &undone, json!({})).await.unwrap();
+    }
+    let purchase = h.stored(&undone).await;
+    assert_eq!(purchase.status, S::Failed);
+    assert_eq!(
+        purchase.failure_reason,
+        Some(FailureReason::ProvisioningFailed)
+    );
+    assert_eq!(purchase.payment_status, PaymentStatus::Refunded);
+    assert!(purchase.finalized_at.is_some() && purchase.attention.is_none());
+    let (status, _, body) = h.invoke(redrive, h.prepared(redrive, Some(&undone))).await;
+    assert_eq!(status, 409, "nothing left to redrive: {body}");
+
+    // Delivered, then taken back: a product the provider refuses fails the
+    // purchase after the first line was delivered.
+    let lines = json!([
+        {"id": "ebook-rust", "quantity": 1},
+        {"id": "fail-provision-license", "quantity": 1}
+    ]);
+    let revoked = create_purchase(&mut h, Some(lines)).await;
+    let ebooks = h.stock("ebook-rust").await;
+    let licenses = h.stock("fail-provision-license").await;
+    for step in [EvaluateRules, ReserveStock, CapturePayment] {
+        h.step(step, &revoked, json!({})).await.unwrap();
+    }
+    let error = h
+        .step(ProvisionProducts, &revoked, json!({}))
+        .await
+        .expect_err("the license is refused");
+    assert_eq!(error_type(error), "ProvisioningFailed");
+    assert_eq!(
+        line_statuses(&h.stored(&revoked).await),
+        [LineStatus::Provisioned, LineStatus::ProvisioningFailed]
+    );
+    for step in [
+        RevokeProducts,
+        RefundPayment,
+        ReleaseStock,
+        FinalizePurchase,
+    ] {
+        h.step(step, &revoked, json!({})).await.unwrap();
+    }
+    let (status, _, body) = h.invoke(get, h.prepared(get, Some(&revoked))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "FAILED");
+    assert_eq!(body["failureReason"], "PROVISIONING_FAILED");
+    assert_eq!(body["paymentStatus"], "REFUNDED");
+    assert_eq!(body["products"][0]["status"], "REVOKED", "{body}");
+    assert!(body["finalizedAt"].is_string(), "{body}");
+    assert_eq!(
+        h.stock("ebook-rust").await,
+        ebooks,
+        "a revoked line's stock is given back"
+    );
+    assert_eq!(
+        h.stock("fail-provision-license").await,
+        licenses,
+        "a refused line's stock is given back"
+    );
+}
+
+#[tokio::test]
+async fn the_reconciler_starts_stranded_purchases_and_flags_failed_executions() {
+    let mut h = Harness::new().await;
+    // The scheduled event carries nothing the reconciler reads: any JSON
+    // object is a pass (`shared::lambda::run_reconciler`).
+    let _: LambdaEvent<Value> = LambdaEvent::new(event(RECONCILER), Context::default());
+
+    // A create whose workflow start was throttled: 503, the purchase stays
+    // PENDING for the retry or the reconciler.
+    *h.workflow.refuse_starts.lock().unwrap() = true;
+    let create = Endpoint::CreatePurchase;
+    let (status, headers, body) = h.invoke(create, h.prepared(create, None)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    *h.workflow.refuse_starts.lock().unwrap() = false;
+    let page = h
+        .store
+        .inner
+        .list_purchases(&PurchaseQuery {
+            limit: 10,
+            ..PurchaseQuery::default()
+        })
+        .await
+        .unwrap();
+    let [stranded] = page.purchases.as_slice() else {
+        panic!("one purchase: {:?}", page.purchases);
+    };
+    let stranded = stranded.purchase_id.clone();
+    assert_eq!(h.workflow.describe(&stranded).await.unwrap(), None);
+    h.calls.lock().unwrap().clear();
+
+    let pass = |h: &Harness| {
+        let store = h.store.clone();
+        let workflow = h.workflow.clone();
+        async move {
+            shared::service::reconcile::reconcile(store.as_ref(), workflow.as_ref(), Duration::ZERO)
+                .await
+                .unwrap()
+        }
+    };
+    let findings = pass(&h).await;
+    h.check_granted(RECONCILER);
+    assert_eq!(
+        (findings.examined, findings.started),
+        (1, 1),
+        "{findings:?}"
+    );
+    assert_eq!(
+        h.workflow.describe(&stranded).await.unwrap(),
+        Some(ExecutionState::Running)
+    );
+    h.calls.lock().unwrap().clear();
+    let findings = pass(&h).await;
+    h.check_granted(RECONCILER);
+    assert_eq!(findings.running, 1, "{findings:?}");
+
+    // An execution that failed without the purchase saying so is flagged.
+    h.workflow
+        .executions
+        .lock()
+        .unwrap()
+        .insert(stranded.to_string(), ExecutionState::Failed);
+    let findings = pass(&h).await;
+    h.check_granted(RECONCILER);
+    assert_eq!(findings.flagged, 1, "{findings:?}");
+    let get = Endpoint::GetPurchase;
+    let (status, _, body) = h
+        .invoke(get, h.prepared(get, Some(stranded.as_str())))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "NEEDS_ATTENTION", "{body}");
+    assert!(body["attention"]["failedStep"].is_string(), "{body}");
 }

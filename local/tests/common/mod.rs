@@ -8,12 +8,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
-use local::{LocalOptions, LocalSystem, StepHook, StoreChoice};
+use local::{Attempt, LocalOptions, LocalSystem, StepHook, StoreChoice};
 use serde_json::{Value, json};
+use shared::adapters::dynamodb::DynamoTables;
+use shared::adapters::simulators::{
+    PaymentRequest, ProvisioningRequest, SimulatedPaymentGateway, SimulatedProvisioner,
+};
 use shared::auth::{AuthConfig, KeySource, Scope};
-use shared::payment::SimulatedPaymentGateway;
-use shared::provisioning::SimulatedProvisioner;
+use shared::domain::{ProductId, PurchaseId};
+use shared::ports::payment::PaymentGateway;
+use shared::ports::provisioning::Provisioner;
 use shared::steps::Step;
 use tokio::sync::{Notify, Semaphore};
 
@@ -24,8 +31,16 @@ pub const CATALOG: &str = r#"[
   {"id": "limited", "name": "Limited edition", "unitPrice": 700, "currency": "EUR", "stock": 5, "kind": "digital"},
   {"id": "hundred", "name": "Hundred pieces", "unitPrice": 100, "currency": "EUR", "stock": 100, "kind": "digital"},
   {"id": "sticker", "name": "Sticker", "unitPrice": 300, "currency": "USD", "stock": 100, "kind": "physical"},
-  {"id": "fail-provision-key", "name": "Refused license", "unitPrice": 900, "currency": "EUR", "stock": 100, "kind": "digital"}
+  {"id": "fail-provision-key", "name": "Refused license", "unitPrice": 900, "currency": "EUR", "stock": 100, "kind": "digital"},
+  {"id": "slow-provision-course", "name": "Video course", "unitPrice": 4000, "currency": "EUR", "stock": 100, "kind": "digital"}
 ]"#;
+
+/// The definition's Retry delays in tests: 1% of the real ones, so a
+/// retried step waits milliseconds (task timeouts are not scaled).
+pub const DELAY_SCALE: f64 = 0.01;
+
+/// How long a `slow-provision…` product takes to deliver in tests.
+pub const SLOW_DELIVERY: Duration = Duration::from_millis(700);
 
 pub const CUSTOMER: &str = "c-alice";
 pub const OTHER_CUSTOMER: &str = "c-bob";
@@ -40,6 +55,7 @@ pub struct Harness {
     pub data_dir: PathBuf,
     store: StoreChoice,
     server: tokio::task::JoinHandle<()>,
+    shutdown: tokio::sync::oneshot::Sender<()>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -54,11 +70,18 @@ pub struct Stopped {
 pub struct Setup {
     pub hook: Option<Arc<dyn StepHook>>,
     pub store_layer: Option<local::StoreLayer>,
-    pub payments: Option<Arc<dyn shared::payment::PaymentGateway>>,
+    /// Wraps the payment simulator (fault injection); the harness keeps the
+    /// simulator itself to read what the orchestrator asked for.
+    pub payments: Option<PaymentLayer>,
+    pub provisioning: Option<ProvisioningLayer>,
+    pub workflow: Option<local::WorkflowLayer>,
     pub data_dir: Option<PathBuf>,
     pub secret: Option<String>,
     pub store: StoreChoice,
 }
+
+pub type PaymentLayer = Box<dyn FnOnce(Arc<dyn PaymentGateway>) -> Arc<dyn PaymentGateway> + Send>;
+pub type ProvisioningLayer = Box<dyn FnOnce(Arc<dyn Provisioner>) -> Arc<dyn Provisioner> + Send>;
 
 impl Default for Setup {
     fn default() -> Self {
@@ -66,6 +89,8 @@ impl Default for Setup {
             hook: None,
             store_layer: None,
             payments: None,
+            provisioning: None,
+            workflow: None,
             data_dir: None,
             secret: None,
             store: store_under_test(),
@@ -84,7 +109,7 @@ fn store_under_test() -> StoreChoice {
             let prefix = format!("t{}", fastrand::u64(..));
             StoreChoice::DynamoDb {
                 endpoint: Some(endpoint),
-                tables: shared::dynamodb::DynamoTables {
+                tables: DynamoTables {
                     purchases: format!("{prefix}-purchases"),
                     products: format!("{prefix}-products"),
                     idempotency: format!("{prefix}-idempotency"),
@@ -119,7 +144,16 @@ impl Harness {
             .secret
             .unwrap_or_else(|| (0..32).map(|_| fastrand::alphanumeric()).collect());
         let payments = Arc::new(SimulatedPaymentGateway::default());
-        let provisioning = Arc::new(SimulatedProvisioner::default());
+        // Slow deliveries take long enough to act during, not seconds.
+        let provisioning = Arc::new(SimulatedProvisioner::with_slow_delivery(SLOW_DELIVERY));
+        let payment_port: Arc<dyn PaymentGateway> = match setup.payments {
+            Some(layer) => layer(payments.clone()),
+            None => payments.clone(),
+        };
+        let provisioning_port: Arc<dyn Provisioner> = match setup.provisioning {
+            Some(layer) => layer(provisioning.clone()),
+            None => provisioning.clone(),
+        };
         let options = LocalOptions {
             data_dir: data_dir.clone(),
             catalog_file: Some(catalog_file),
@@ -132,17 +166,28 @@ impl Harness {
                     secret: secret.clone(),
                 },
             },
-            payments: setup.payments.clone().unwrap_or_else(|| payments.clone()),
-            provisioning: provisioning.clone(),
+            payments: payment_port,
+            provisioning: provisioning_port,
             step_hook: setup.hook,
             store_layer: setup.store_layer,
+            workflow_layer: setup.workflow,
+            delay_scale: DELAY_SCALE,
+            // Tests run the reconciler by hand, on purchases of any age.
+            reconcile_every: None,
+            reconcile_after: Duration::from_secs(300),
         };
         let system = Arc::new(LocalSystem::start(options).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let router = system.router();
+        let (shutdown, stopping) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopping.await;
+                })
+                .await
+                .unwrap();
         });
         Harness {
             base: format!("http://{address}/purchase-orchestrator"),
@@ -154,14 +199,21 @@ impl Harness {
             data_dir,
             store: setup.store,
             server,
+            shutdown,
             _dir: dir,
         }
     }
 
-    /// Stops serving; the data stays for [`Harness::restart`].
+    /// Stops serving and running executions, as a process exit would; the
+    /// data stays for [`Harness::restart`].
     pub async fn stop(self) -> Stopped {
-        self.server.abort();
-        let _ = self.server.await;
+        // Close the client's pooled connections and let the server finish
+        // every connection: each holds the API (and so the database).
+        drop(self.client);
+        let _ = self.shutdown.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        self.system.shutdown().await;
+        drop(self.system);
         Stopped {
             data_dir: self.data_dir,
             secret: self.secret,
@@ -172,6 +224,16 @@ impl Harness {
 
     /// A new orchestrator on the data a stopped one left.
     pub async fn restart(stopped: Stopped) -> (Harness, Option<tempfile::TempDir>) {
+        // A store write the old system started on the blocking pool may
+        // still hold the database for a moment, as a dying process would.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared::adapters::embedded::EmbeddedStore::open(&stopped.data_dir).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the stopped orchestrator never released its database"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let harness = Harness::start_with(Setup {
             data_dir: Some(stopped.data_dir),
             secret: Some(stopped.secret),
@@ -314,7 +376,7 @@ impl Harness {
     }
 
     pub async fn stock(&self, product: &str) -> i64 {
-        let ids = [product.to_owned()];
+        let ids = [ProductId::new(product)];
         for _ in 0..100 {
             // Injected faults may refuse a read; the next one gets through.
             if let Ok(products) = self.system.app.inventory.get_products(&ids).await {
@@ -323,19 +385,110 @@ impl Harness {
         }
         panic!("could not read the stock of {product}");
     }
+
+    /// Money the payment simulator moved, per purchase.
+    pub fn account(&self, id: &str) -> (i64, i64) {
+        let account = self
+            .payments
+            .accounts()
+            .get(&PurchaseId::new(id))
+            .cloned()
+            .unwrap_or_default();
+        (account.captured, account.refunded)
+    }
+
+    /// Checks what the orchestrator *asked* the payment provider for (not
+    /// what the simulator let through): one capture key per purchase, no
+    /// capture after a refund, never more refunded than captured.
+    pub fn assert_payments_asked_sensibly(&self) {
+        assert_payment_requests_sensible(&self.payments.requests(), &self.payments.accounts());
+    }
+
+    /// Checks what the orchestrator asked the provisioning service for: a
+    /// purchase's lines are delivered at most once each before a revocation,
+    /// and never delivered again after one.
+    pub fn assert_provisioning_asked_sensibly(&self) {
+        assert_provisioning_requests_sensible(&self.provisioning.requests());
+    }
 }
 
-/// Terminal, and the workflow is done with it (completed, or compensated and finalized).
+/// See [`Harness::assert_payments_asked_sensibly`].
+pub fn assert_payment_requests_sensible(
+    requests: &[PaymentRequest],
+    accounts: &HashMap<PurchaseId, shared::adapters::simulators::Account>,
+) {
+    let mut capture_keys: HashMap<&PurchaseId, &str> = HashMap::new();
+    let mut refunded: std::collections::HashSet<&PurchaseId> = Default::default();
+    for request in requests {
+        match request {
+            PaymentRequest::Capture {
+                purchase_id, key, ..
+            } => {
+                assert!(
+                    !refunded.contains(purchase_id),
+                    "purchase {purchase_id}: capture asked for after a refund"
+                );
+                let first = capture_keys.entry(purchase_id).or_insert(key.as_str());
+                assert_eq!(
+                    *first, key,
+                    "purchase {purchase_id}: a second capture with a new key"
+                );
+            }
+            PaymentRequest::Refund { purchase_id, .. } => {
+                refunded.insert(purchase_id);
+            }
+        }
+    }
+    for (id, account) in accounts {
+        assert!(
+            account.refunded <= account.captured,
+            "purchase {id}: refunded {} of {} captured",
+            account.refunded,
+            account.captured
+        );
+    }
+}
+
+/// See [`Harness::assert_provisioning_asked_sensibly`].
+pub fn assert_provisioning_requests_sensible(requests: &[ProvisioningRequest]) {
+    let mut revoked: std::collections::HashSet<(&PurchaseId, &ProductId)> = Default::default();
+    for request in requests {
+        match request {
+            ProvisioningRequest::Provision {
+                purchase_id,
+                product_id,
+            } => assert!(
+                !revoked.contains(&(purchase_id, product_id)),
+                "purchase {purchase_id}: {product_id} delivered again after it was revoked"
+            ),
+            ProvisioningRequest::Revoke {
+                purchase_id,
+                product_id,
+            } => {
+                revoked.insert((purchase_id, product_id));
+            }
+        }
+    }
+}
+
+impl Harness {
+    /// The lines delivered (and not taken back) for a purchase.
+    pub fn delivered(&self, id: &str) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .provisioning
+            .delivered()
+            .into_iter()
+            .filter(|(purchase, _)| purchase.as_str() == id)
+            .map(|(_, product)| product.to_string())
+            .collect();
+        lines.sort();
+        lines
+    }
+}
+
+/// The workflow is done with it: completed, or stopped and fully undone.
 pub fn is_final(p: &Value) -> bool {
-    matches!(
-        p["status"].as_str(),
-        Some("COMPLETED" | "FAILED" | "CANCELLED" | "REJECTED")
-    ) && p["timeline"].as_array().is_some_and(|t| {
-        t.iter().any(|e| {
-            e["step"] == "FinalizePurchase"
-                || (e["step"] == "ProvisionProducts" && e["outcome"] == "SUCCEEDED")
-        })
-    })
+    p.get("finalizedAt").is_some_and(|at| !at.is_null())
 }
 
 pub fn purchase_body(products: &[(&str, u32)], token: &str) -> Value {
@@ -378,13 +531,27 @@ impl Gate {
 
 #[async_trait]
 impl StepHook for Gate {
-    async fn before(&self, step: Step, _: &str) {
+    async fn before(&self, step: Step, _: &str) -> Attempt {
         if step == self.step {
             self.reached.notify_one();
             if let Ok(permit) = self.release.acquire().await {
                 permit.forget();
             }
         }
+        Attempt::Run
+    }
+}
+
+/// Several gates at once, each pausing before its own step.
+pub struct Gates(pub Vec<Arc<Gate>>);
+
+#[async_trait]
+impl StepHook for Gates {
+    async fn before(&self, step: Step, purchase_id: &str) -> Attempt {
+        for gate in &self.0 {
+            gate.before(step, purchase_id).await;
+        }
+        Attempt::Run
     }
 }
 

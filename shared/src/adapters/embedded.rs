@@ -184,10 +184,7 @@ impl PurchaseStore for EmbeddedStore {
             purchases.insert(id, bytes.as_slice()).map_err(internal)?;
             let mut by_customer = txn.open_table(PURCHASES_BY_CUSTOMER).map_err(internal)?;
             by_customer
-                .insert(
-                    customer_key(purchase.customer_id.as_str(), id).as_str(),
-                    (),
-                )
+                .insert(customer_key(purchase.customer_id.as_str(), id).as_str(), ())
                 .map_err(internal)?;
             if !purchase.is_final() {
                 let mut unfinished = txn.open_table(UNFINISHED).map_err(internal)?;
@@ -273,6 +270,14 @@ impl PurchaseStore for EmbeddedStore {
                 }
             }
             None => {
+                // A token here is the id of the last purchase returned, so
+                // it names a stored purchase (none is ever deleted); anything
+                // else was not handed out by this listing.
+                if let Some(token) = &query.next_token
+                    && purchases.get(token.as_str()).map_err(internal)?.is_none()
+                {
+                    return Err(StoreError::InvalidPageToken);
+                }
                 let range = match &query.next_token {
                     Some(token) if query.oldest_first => purchases.range(token.as_str()..),
                     Some(token) => purchases.range(..token.as_str()),

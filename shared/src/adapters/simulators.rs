@@ -201,7 +201,6 @@ pub enum ProvisioningRequest {
     },
 }
 
-#[derive(Default)]
 struct Deliveries {
     requests: Vec<ProvisioningRequest>,
     /// (purchase, product) delivered and not taken back.
@@ -211,12 +210,29 @@ struct Deliveries {
 /// Local-mode provisioning: `fail-provision…` products are refused,
 /// `slow-provision…` ones take [`SLOW_PROVISION`], everything else is
 /// delivered. Lines are delivered in the order the orchestrator asks.
-#[derive(Default)]
 pub struct SimulatedProvisioner {
     deliveries: Mutex<Deliveries>,
+    slow: Duration,
+}
+
+impl Default for SimulatedProvisioner {
+    fn default() -> SimulatedProvisioner {
+        SimulatedProvisioner::with_slow_delivery(SLOW_PROVISION)
+    }
 }
 
 impl SimulatedProvisioner {
+    /// `slow-provision…` products take `slow` instead of [`SLOW_PROVISION`].
+    pub fn with_slow_delivery(slow: Duration) -> SimulatedProvisioner {
+        SimulatedProvisioner {
+            deliveries: Mutex::new(Deliveries {
+                requests: Vec::new(),
+                delivered: HashSet::new(),
+            }),
+            slow,
+        }
+    }
+
     pub fn requests(&self) -> Vec<ProvisioningRequest> {
         self.deliveries
             .lock()
@@ -253,7 +269,7 @@ impl Provisioner for SimulatedProvisioner {
                 product_id: line.id.clone(),
             });
         if line.id.as_str().starts_with("slow-provision") {
-            tokio::time::sleep(SLOW_PROVISION).await;
+            tokio::time::sleep(self.slow).await;
         }
         if line.id.as_str().starts_with("fail-provision") {
             return Err(ProvisioningError::Rejected(format!(

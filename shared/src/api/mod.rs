@@ -7,7 +7,7 @@
 //! - [`purchases`], [`rule_sets`]: the handlers.
 //! - [`app`]: their dependencies; [`request`]: what they take and give.
 //! - [`body`]: request bodies; [`views`]: response bodies and ETags.
-//! - [`idempotency`]: `Idempotency-Key`.
+//! - [`idempotency`]: the `Idempotency-Key` header.
 //! - [`error`]: the one mapping of every error to HTTP.
 
 pub mod app;

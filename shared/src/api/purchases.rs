@@ -199,22 +199,14 @@ pub async fn update_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
         let mut attempt = 0;
         let transition = loop {
             attempt += 1;
-            // The rules judge the new contents once they have judged the old
-            // ones (invariant 1); gathered outside the write, so a purchase
-            // that changed meanwhile is judged again (`Stale`).
+            // The rules judge the new contents as they are made (invariant
+            // 1); gathered outside the write, so a purchase that changed
+            // meanwhile is judged again (`Stale`).
             let current = load_visible(app, &caller, &id).await?;
-            let rules = if current.rules_evaluated {
-                Some(
-                    service::purchase_rules(
-                        app.purchases.as_ref(),
-                        app.rule_sets.as_ref(),
-                        &current,
-                    )
+            let rules = Some(
+                service::purchase_rules(app.purchases.as_ref(), app.rule_sets.as_ref(), &current)
                     .await?,
-                )
-            } else {
-                None
-            };
+            );
             let result = service::transition(app.purchases.as_ref(), &id, |p| {
                 if let Some(expected) = expected_version
                     && p.version != expected

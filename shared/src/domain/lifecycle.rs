@@ -261,7 +261,8 @@ pub fn create(
         review_token: None,
         held_from: None,
         attention: None,
-        rules_evaluated: false,
+        judged_contents: None,
+        approved_contents: None,
         finalized_at: None,
         timeline: Vec::new(),
         rule_results: Vec::new(),
@@ -556,8 +557,9 @@ impl<'a> Draft<'a> {
             self.p.shipping_address = address.clone();
         }
         self.record("Update", "APPLIED", Some(format!("by {by}")));
-        // Invariant 1: contents the rules have judged are judged again.
-        if self.p.rules_evaluated && Contents::of(&self.p) != Contents::of(self.original) {
+        // Invariant 1: new contents are judged by all the purchase's rules
+        // as they are made, whatever the workflow has done so far.
+        if Contents::of(&self.p) != Contents::of(self.original) {
             let Some(input) = rules else {
                 return Err(DomainError::Stale);
             };
@@ -565,7 +567,7 @@ impl<'a> Draft<'a> {
                 return Err(DomainError::Stale);
             }
             let judgement = input.rules.judge(&self.p, &input.facts, self.now);
-            self.apply_judgement(judgement, "Rules");
+            self.apply_judgement(judgement, "Rules", true);
         }
         Ok(())
     }
@@ -611,19 +613,35 @@ impl<'a> Draft<'a> {
                 format!("a purchase carries at most {MAX_RULES} applied rules"),
             ));
         }
-        self.apply_judgement(judgement, "ApplyRules");
+        // Only these rules judged: the default set still judges in
+        // `EvaluateRules` if it has not yet.
+        self.apply_judgement(judgement, "ApplyRules", false);
         Ok(())
     }
 
     /// Records the results and moves the purchase as the verdict says:
-    /// `REJECTED` beats `ON_HOLD` beats going on.
-    fn apply_judgement(&mut self, judgement: Judgement, step: &str) {
-        let verdict = judgement.verdict();
-        let message = judgement.message();
+    /// `REJECTED` beats `ON_HOLD` beats going on. A hold of contents a
+    /// reviewer already approved is not asked again. `all_rules`: the
+    /// judgement is of all the purchase's rules, so these contents need not
+    /// be judged again.
+    fn apply_judgement(&mut self, judgement: Judgement, step: &str, all_rules: bool) {
+        let approved = self.p.approved_contents.as_deref() == Some(&Contents::of(&self.p).fingerprint());
+        let verdict = match judgement.verdict() {
+            Some(PurchaseStatus::OnHold) if approved => None,
+            verdict => verdict,
+        };
+        let message = if verdict.is_none() && judgement.verdict().is_some() {
+            "the rules' hold was approved on review for these contents".to_owned()
+        } else {
+            judgement.message()
+        };
+        let judgement_was_empty = judgement.results.is_empty();
         self.p.rule_results.extend(judgement.results);
         let excess = self.p.rule_results.len().saturating_sub(MAX_RULE_RESULTS);
         self.p.rule_results.drain(..excess);
-        self.p.rules_evaluated = true;
+        if all_rules {
+            self.p.judged_contents = Some(Contents::of(&self.p).fingerprint());
+        }
         match verdict {
             Some(PurchaseStatus::Rejected) => {
                 self.p.status = PurchaseStatus::Rejected;
@@ -634,6 +652,10 @@ impl<'a> Draft<'a> {
                 self.p.status = PurchaseStatus::OnHold;
             }
             _ => {}
+        }
+        if judgement_was_empty {
+            self.changed = true;
+            return; // no rules: nothing to tell anyone
         }
         let outcome = verdict.map(PurchaseStatus::as_str).unwrap_or("PASSED");
         self.record(step, outcome, Some(message));
@@ -658,6 +680,7 @@ impl<'a> Draft<'a> {
         }
         if approve {
             self.p.status = self.p.held_from.take().unwrap_or(PurchaseStatus::Pending);
+            self.p.approved_contents = Some(Contents::of(&self.p).fingerprint());
         } else {
             self.p.status = PurchaseStatus::Rejected;
             self.p.held_from = None;
@@ -688,8 +711,9 @@ impl<'a> Draft<'a> {
 
     fn evaluate_rules(&mut self, input: &RulesInput) -> Result<(), DomainError> {
         self.moved_on();
-        if !self.forward()? || self.p.rules_evaluated {
-            return Ok(()); // a retry after the verdict was stored
+        let fingerprint = Contents::of(&self.p).fingerprint();
+        if !self.forward()? || self.p.judged_contents.as_deref() == Some(&fingerprint) {
+            return Ok(()); // judged already (a retry, or a change judged as it was made)
         }
         if input.applied_rules_seen != self.p.applied_rules.len() {
             return Err(DomainError::Stale);
@@ -698,7 +722,7 @@ impl<'a> Draft<'a> {
             return Ok(()); // nothing to judge; nothing to write
         }
         let judgement = input.rules.judge(&self.p, &input.facts, self.now);
-        self.apply_judgement(judgement, "EvaluateRules");
+        self.apply_judgement(judgement, "EvaluateRules", true);
         Ok(())
     }
 
@@ -788,12 +812,7 @@ impl<'a> Draft<'a> {
     }
 
     fn payment_retrying(&mut self) {
-        let already_said = self
-            .p
-            .timeline
-            .last()
-            .is_some_and(|e| e.step == "CapturePayment" && e.outcome == "RETRYING");
-        if !already_said && self.p.payment_status == PaymentStatus::Pending {
+        if self.p.payment_status == PaymentStatus::Pending {
             self.record(
                 "CapturePayment",
                 "RETRYING",
@@ -869,7 +888,9 @@ impl<'a> Draft<'a> {
         else {
             return;
         };
+        // The refused line no longer holds its stock: given back in this write.
         line.status = LineStatus::ProvisioningFailed;
+        self.stock = StockChange::GiveBack(vec![(line.id.clone(), line.quantity)]);
         if !self.p.status.is_terminal() && self.p.status != PurchaseStatus::NeedsAttention {
             self.fail(FailureReason::ProvisioningFailed);
         }
@@ -900,8 +921,16 @@ impl<'a> Draft<'a> {
         if !self.undoing(outcome) {
             return;
         }
+        // Once paid, provisioning may have delivered a line whose write was
+        // lost (a crash between the delivery and its record): such a line is
+        // taken back too. Taking back what was not delivered is a no-op.
+        let paid = matches!(
+            self.p.payment_status,
+            PaymentStatus::Captured | PaymentStatus::RefundFailed | PaymentStatus::Refunded
+        );
         for line in &self.p.products {
-            if line.status == LineStatus::Provisioned {
+            let maybe_delivered = line.status == LineStatus::Reserved && paid;
+            if line.status == LineStatus::Provisioned || maybe_delivered {
                 self.effects.push(Effect::Revoke(line.clone()));
             }
         }
@@ -915,12 +944,18 @@ impl<'a> Draft<'a> {
             .p
             .products
             .iter_mut()
-            .find(|l| &l.id == product && l.status == LineStatus::Provisioned)
+            .find(|l| &l.id == product && l.status.holds_stock())
         else {
             return;
         };
-        line.status = LineStatus::Revoked;
         self.stock = StockChange::GiveBack(vec![(line.id.clone(), line.quantity)]);
+        if line.status == LineStatus::Reserved {
+            // Never known to be delivered: its stock simply goes back.
+            line.status = LineStatus::Released;
+            self.changed = true;
+            return;
+        }
+        line.status = LineStatus::Revoked;
         self.record(
             "RevokeProducts",
             "REVOKED",
@@ -1062,5 +1097,500 @@ impl<'a> Draft<'a> {
             _ => PurchaseEvent::Cancelled,
         };
         self.effects.push(Effect::Count(event));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures::{address, priced, purchase};
+    use crate::domain::purchase::{FOLDED_STEP, MAX_TIMELINE_ENTRIES};
+    use crate::domain::rules::{Facts, RuleRequest, RuleSet};
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    /// Applies a command and returns the written purchase (panics if refused).
+    fn run(p: &Purchase, command: Command<'_>) -> (Purchase, Decision) {
+        let decision = decide(p, command, now()).expect("command refused");
+        let next = decision.next.clone().unwrap_or_else(|| p.clone());
+        (next, decision)
+    }
+
+    fn refused(p: &Purchase, command: Command<'_>) -> DomainError {
+        decide(p, command, now()).expect_err("command should be refused")
+    }
+
+    fn rules(requests: serde_json::Value, applied_rules_seen: usize) -> RulesInput {
+        let requests: Vec<RuleRequest> = serde_json::from_value(requests).unwrap();
+        RulesInput {
+            rules: RuleSet::from_requests(&requests, "rules", "rule set default v1").unwrap(),
+            facts: Facts::default(),
+            applied_rules_seen,
+        }
+    }
+
+    fn no_rules() -> RulesInput {
+        RulesInput {
+            rules: RuleSet::default(),
+            facts: Facts::default(),
+            applied_rules_seen: 0,
+        }
+    }
+
+    fn blocked(country: &str) -> RulesInput {
+        rules(
+            json!([{"id": "blocked-countries", "parameters": {"countries": [country]}}]),
+            0,
+        )
+    }
+
+    const FAILED: Outcome = Outcome {
+        status: PurchaseStatus::Failed,
+        failure_reason: Some(FailureReason::InternalError),
+    };
+
+    /// A purchase through rules, reservation and capture: `PAID`.
+    fn paid(lines: &[(&str, u32)]) -> Purchase {
+        let p = purchase(lines, "EUR", "DE");
+        let empty = RulesInput {
+            rules: RuleSet::default(),
+            facts: Facts::default(),
+            applied_rules_seen: 0,
+        };
+        let (p, _) = run(&p, Command::EvaluateRules { rules: &empty });
+        let (p, _) = run(&p, Command::ReserveStock);
+        let (p, _) = run(&p, Command::PaymentCaptured { reference: "ref" });
+        assert_eq!(p.status, PurchaseStatus::Paid);
+        p
+    }
+
+    /// `ON_HOLD` (held by a manual-review rule) with the workflow parked.
+    fn parked() -> Purchase {
+        let p = purchase(&[("a", 1)], "EUR", "DE");
+        let hold = rules(
+            json!([{"id": "manual-review", "parameters": {"reason": "new customer", "onViolation": "hold"}}]),
+            0,
+        );
+        let (p, _) = run(&p, Command::EvaluateRules { rules: &hold });
+        assert_eq!(p.status, PurchaseStatus::OnHold);
+        let (p, _) = run(&p, Command::ParkForReview { token: "tok-1" });
+        assert_eq!(p.review_token.as_deref(), Some("tok-1"));
+        p
+    }
+
+    fn notified(decision: &Decision) -> Option<TaskDecision> {
+        decision.effects.iter().find_map(|e| match e {
+            Effect::Notify { decision, .. } => Some(*decision),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn every_write_bumps_the_version_by_one() {
+        let p = purchase(&[("a", 1)], "EUR", "DE");
+        let (next, decision) = run(&p, Command::ReserveStock);
+        assert_eq!(next.version, p.version + 1);
+        assert!(decision.next.is_some());
+        // Nothing to do: nothing to write.
+        let again = decide(&next, Command::ReserveStock, now()).unwrap();
+        assert!(again.next.is_none());
+    }
+
+    #[test]
+    fn invariant_1_a_changed_address_is_judged_again_by_the_rules() {
+        // Judged at DE, the default set blocks KP.
+        let p = purchase(&[("a", 1)], "EUR", "DE");
+        let kp = blocked("KP");
+        let (p, _) = run(&p, Command::EvaluateRules { rules: &kp });
+        assert!(p.judged_contents.is_some());
+        assert_eq!(p.status, PurchaseStatus::Pending);
+        let (p, _) = run(&p, Command::ReserveStock);
+        // The customer moves the address to KP: the verdict follows.
+        let (p, _) = run(
+            &p,
+            Command::Update {
+                products: None,
+                address: Some(&address("KP")),
+                rules: Some(&kp),
+                by: "c-1",
+            },
+        );
+        assert_eq!(p.status, PurchaseStatus::Rejected);
+        assert_eq!(p.timeline.last().unwrap().step, "Rules");
+        // Without the rules at hand, a judged purchase's contents cannot change.
+        let fresh = run(&purchase(&[("a", 1)], "EUR", "DE"), Command::EvaluateRules { rules: &kp }).0;
+        let error = refused(
+            &fresh,
+            Command::Update {
+                products: None,
+                address: Some(&address("FR")),
+                rules: None,
+                by: "c-1",
+            },
+        );
+        assert_eq!(error, DomainError::Stale);
+    }
+
+    #[test]
+    fn invariant_1_changed_products_are_judged_again_and_holds_apply() {
+        let p = purchase(&[("a", 1)], "EUR", "DE");
+        let max = rules(
+            json!([{"id": "max-quantity", "parameters": {"max": 2, "onViolation": "hold"}}]),
+            0,
+        );
+        let (p, _) = run(&p, Command::EvaluateRules { rules: &max });
+        let three = priced(&[("a", 3)], "EUR");
+        let (p, _) = run(
+            &p,
+            Command::Update {
+                products: Some(&three),
+                address: None,
+                rules: Some(&max),
+                by: "c-1",
+            },
+        );
+        assert_eq!(
+            (p.status, p.held_from),
+            (PurchaseStatus::OnHold, Some(PurchaseStatus::Pending))
+        );
+    }
+
+    #[test]
+    fn invariant_1_a_judgement_of_changed_contents_is_stale() {
+        let p = purchase(&[("a", 1)], "EUR", "DE");
+        let rule: Vec<RuleRequest> =
+            serde_json::from_value(json!([{"id": "blocked-countries", "parameters": {"countries": ["KP"]}}]))
+                .unwrap();
+        let set = RuleSet::from_requests(&rule, "rules", "admin").unwrap();
+        let judgement = set.judge(&p, &Facts::default(), now());
+        // The address changes before the judgement is written.
+        let none = no_rules();
+        let (moved, _) = run(
+            &p,
+            Command::Update {
+                products: None,
+                address: Some(&address("KP")),
+                rules: Some(&none),
+                by: "c-1",
+            },
+        );
+        let error = refused(
+            &moved,
+            Command::ApplyRules {
+                rules: &rule,
+                judgement: &judgement,
+            },
+        );
+        assert_eq!(error, DomainError::Stale);
+        // A purchase that gained an applied rule since the rules were
+        // gathered is judged again too.
+        let (judged, _) = run(
+            &p,
+            Command::ApplyRules {
+                rules: &rule,
+                judgement: &judgement,
+            },
+        );
+        let stale = rules(json!([{"id": "max-quantity", "parameters": {"max": 5}}]), 0);
+        let error = refused(
+            &judged,
+            Command::Update {
+                products: None,
+                address: Some(&address("FR")),
+                rules: Some(&stale),
+                by: "c-1",
+            },
+        );
+        assert_eq!(error, DomainError::Stale);
+    }
+
+    #[test]
+    fn invariant_2_stock_is_taken_in_the_write_that_reserves_the_lines() {
+        let p = purchase(&[("a", 2), ("b", 1)], "EUR", "DE");
+        let (p, decision) = run(&p, Command::ReserveStock);
+        assert_eq!(
+            decision.stock,
+            StockChange::Take(vec![(ProductId::new("a"), 2), (ProductId::new("b"), 1)])
+        );
+        assert!(p.products.iter().all(|l| l.status == LineStatus::Reserved));
+        // Once reserved, the lines are what is charged and delivered.
+        let other = priced(&[("c", 1)], "EUR");
+        let error = refused(
+            &p,
+            Command::Update {
+                products: Some(&other),
+                address: None,
+                rules: None,
+                by: "c-1",
+            },
+        );
+        assert!(matches!(error, DomainError::NotAllowed(m) if m.contains("before stock is reserved")));
+        // Releasing gives back exactly what the lines held.
+        let cancelled = run(&p, Command::Cancel { by: "c-1" }).0;
+        let (released, decision) = run(&cancelled, Command::ReleaseStock { outcome: FAILED });
+        assert_eq!(
+            decision.stock,
+            StockChange::GiveBack(vec![(ProductId::new("a"), 2), (ProductId::new("b"), 1)])
+        );
+        assert!(released.products.iter().all(|l| l.status == LineStatus::Released));
+    }
+
+    #[test]
+    fn invariant_3_every_decision_on_a_parked_purchase_is_delivered() {
+        let p = parked();
+        let cases: Vec<(Command<'_>, TaskDecision)> = vec![
+            (Command::Cancel { by: "c-1" }, TaskDecision::Stopped),
+            (
+                Command::Review {
+                    approve: true,
+                    reason: "",
+                    by: "admin",
+                },
+                TaskDecision::Resume {
+                    at: PurchaseStatus::Pending,
+                },
+            ),
+            (
+                Command::Review {
+                    approve: false,
+                    reason: "fraud",
+                    by: "admin",
+                },
+                TaskDecision::Rejected,
+            ),
+        ];
+        for (command, expected) in cases {
+            let (next, decision) = run(&p, command);
+            assert_eq!(notified(&decision), Some(expected));
+            // The token stays until the delivery is confirmed...
+            assert_eq!(next.review_token.as_deref(), Some("tok-1"));
+            let (delivered, _) = run(&next, Command::NotificationDelivered { token: "tok-1" });
+            assert_eq!(delivered.review_token, None);
+        }
+        // ...and a rule rejecting the parked purchase is delivered too.
+        let reject: Vec<RuleRequest> =
+            serde_json::from_value(json!([{"id": "manual-review", "parameters": {"reason": "no"}}]))
+                .unwrap();
+        let judgement = RuleSet::from_requests(&reject, "rules", "admin")
+            .unwrap()
+            .judge(&p, &Facts::default(), now());
+        let (rejected, decision) = run(
+            &p,
+            Command::ApplyRules {
+                rules: &reject,
+                judgement: &judgement,
+            },
+        );
+        assert_eq!(rejected.status, PurchaseStatus::Rejected);
+        assert_eq!(notified(&decision), Some(TaskDecision::Rejected));
+    }
+
+    #[test]
+    fn invariant_3_a_retried_review_delivers_again() {
+        let p = parked();
+        let approve = || Command::Review {
+            approve: true,
+            reason: "ok",
+            by: "admin",
+        };
+        let (approved, _) = run(&p, approve());
+        // Delivery failed, the admin retries: no 409, the decision goes out again.
+        let (_, again) = run(&approved, approve());
+        assert!(again.next.is_none());
+        assert_eq!(
+            notified(&again),
+            Some(TaskDecision::Resume {
+                at: PurchaseStatus::Pending
+            })
+        );
+        // Once delivered, reviewing an approved purchase is a conflict.
+        let (delivered, _) = run(&approved, Command::NotificationDelivered { token: "tok-1" });
+        assert!(matches!(refused(&delivered, approve()), DomainError::NotAllowed(_)));
+    }
+
+    #[test]
+    fn invariant_3_a_decision_taken_before_the_workflow_parks_is_delivered_by_the_step() {
+        let p = purchase(&[("a", 1)], "EUR", "DE");
+        let hold = rules(
+            json!([{"id": "manual-review", "parameters": {"reason": "x", "onViolation": "hold"}}]),
+            0,
+        );
+        let (held, _) = run(&p, Command::EvaluateRules { rules: &hold });
+        let (cancelled, _) = run(&held, Command::Cancel { by: "c-1" });
+        let (_, decision) = run(&cancelled, Command::ParkForReview { token: "late" });
+        assert_eq!(notified(&decision), Some(TaskDecision::Stopped));
+    }
+
+    #[test]
+    fn invariant_4_forward_steps_refuse_stopped_purchases_and_skip_completed_ones() {
+        let p = purchase(&[("a", 1)], "EUR", "DE");
+        let (failed, _) = run(&p, Command::StartFailed);
+        assert_eq!(failed.status, PurchaseStatus::Failed);
+        assert!(failed.is_final());
+        for command in [Command::ReserveStock, Command::BeginCapture, Command::BeginProvisioning] {
+            assert!(matches!(refused(&failed, command), DomainError::Stopped(_)));
+        }
+        let mut done = paid(&[("a", 1)]);
+        done = run(&done, Command::LineProvisioned { product: &ProductId::new("a") }).0;
+        assert_eq!(done.status, PurchaseStatus::Completed);
+        for command in [Command::ReserveStock, Command::BeginCapture, Command::BeginProvisioning] {
+            let decision = decide(&done, command, now()).unwrap();
+            assert!(decision.next.is_none() && decision.effects.is_empty());
+        }
+    }
+
+    #[test]
+    fn invariant_4_undoing_never_touches_a_completed_purchase() {
+        let mut done = paid(&[("a", 1)]);
+        done = run(&done, Command::LineProvisioned { product: &ProductId::new("a") }).0;
+        for command in [
+            Command::BeginRevoke { outcome: FAILED },
+            Command::BeginRefund { outcome: FAILED },
+            Command::ReleaseStock { outcome: FAILED },
+            Command::Finalize { outcome: FAILED },
+        ] {
+            let decision = decide(&done, command, now()).unwrap();
+            assert!(decision.next.is_none());
+            assert!(decision.effects.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_capture_that_lands_after_a_cancel_is_recorded_and_refunded() {
+        let p = purchase(&[("a", 1)], "EUR", "DE");
+        let (p, _) = run(&p, Command::ReserveStock);
+        let (p, decision) = run(&p, Command::BeginCapture);
+        assert!(decision.next.is_none());
+        assert!(matches!(decision.effects[0], Effect::Capture { ref idempotency_key, .. } if idempotency_key == "capture-p-1"));
+        let (p, _) = run(&p, Command::Cancel { by: "c-1" });
+        let (p, _) = run(&p, Command::PaymentCaptured { reference: "ref" });
+        assert_eq!((p.status, p.payment_status), (PurchaseStatus::Cancelled, PaymentStatus::Captured));
+        let (_, refund) = run(&p, Command::BeginRefund { outcome: FAILED });
+        assert!(matches!(&refund.effects[0], Effect::Refund { idempotency_key, amount } if idempotency_key == "refund-p-1" && amount.amount == 100));
+    }
+
+    #[test]
+    fn delivered_lines_are_revoked_before_the_refund() {
+        let p = paid(&[("ebook", 1), ("fail-provision-license", 1)]);
+        let (p, _) = run(&p, Command::LineProvisioned { product: &ProductId::new("ebook") });
+        let (p, _) = run(
+            &p,
+            Command::ProvisioningRefused {
+                product: &ProductId::new("fail-provision-license"),
+            },
+        );
+        assert_eq!(p.status, PurchaseStatus::Failed);
+        let outcome = Outcome {
+            status: PurchaseStatus::Failed,
+            failure_reason: Some(FailureReason::ProvisioningFailed),
+        };
+        let (_, decision) = run(&p, Command::BeginRevoke { outcome });
+        assert!(matches!(&decision.effects[..], [Effect::Revoke(line)] if line.id == "ebook"));
+        let (p, decision) = run(
+            &p,
+            Command::LineRevoked {
+                product: &ProductId::new("ebook"),
+                outcome,
+            },
+        );
+        assert_eq!(decision.stock, StockChange::GiveBack(vec![(ProductId::new("ebook"), 1)]));
+        assert_eq!(p.products[0].status, LineStatus::Revoked);
+        let (p, _) = run(&p, Command::Refunded { outcome });
+        let (p, _) = run(&p, Command::ReleaseStock { outcome });
+        let (p, _) = run(&p, Command::Finalize { outcome });
+        assert!(p.is_final());
+        assert_eq!(p.failure_reason, Some(FailureReason::ProvisioningFailed));
+        assert_eq!(p.payment_status, PaymentStatus::Refunded);
+        assert!(p.products.iter().all(|l| !l.status.holds_stock()));
+    }
+
+    #[test]
+    fn an_undoing_step_that_keeps_failing_needs_attention_until_redriven() {
+        let p = paid(&[("a", 1)]);
+        let (p, _) = run(&p, Command::Cancel { by: "c-1" });
+        let (stuck, decision) = run(
+            &p,
+            Command::NeedsAttention {
+                failed_step: "RefundPayment",
+                error: "Transient",
+                outcome: FAILED,
+            },
+        );
+        assert_eq!(stuck.status, PurchaseStatus::NeedsAttention);
+        assert_eq!(stuck.payment_status, PaymentStatus::RefundFailed);
+        assert!(decision.effects.contains(&Effect::Count(PurchaseEvent::NeedsAttention)));
+        assert!(!stuck.is_final());
+        // Nothing but a redrive moves it: it is cancelled already.
+        assert!(run(&stuck, Command::Cancel { by: "c-1" }).1.next.is_none());
+        let (requested, decision) = run(&stuck, Command::RequestRedrive { by: "admin" });
+        assert_eq!(decision.effects, vec![Effect::Redrive]);
+        // The step runs again: back to the decision, the refund owed again.
+        let (resumed, _) = run(
+            &requested,
+            Command::NeedsAttention {
+                failed_step: "RefundPayment",
+                error: "Transient",
+                outcome: FAILED,
+            },
+        );
+        assert_eq!(resumed.status, PurchaseStatus::Cancelled);
+        assert_eq!(resumed.attention, None);
+        let (_, refund) = run(&resumed, Command::BeginRefund { outcome: FAILED });
+        assert!(matches!(refund.effects[0], Effect::Refund { .. }));
+        // A purchase that does not need attention has nothing to redrive.
+        assert!(matches!(refused(&resumed, Command::RequestRedrive { by: "admin" }), DomainError::NotAllowed(_)));
+    }
+
+    #[test]
+    fn invariant_6_the_timeline_is_bounded_and_folds_the_oldest_entries() {
+        let none = no_rules();
+        let mut p = purchase(&[("a", 1)], "EUR", "DE");
+        for i in 0..(MAX_TIMELINE_ENTRIES * 3) {
+            let country = if i % 2 == 0 { "FR" } else { "DE" };
+            p = run(
+                &p,
+                Command::Update {
+                    products: None,
+                    address: Some(&address(country)),
+                    rules: Some(&none),
+                    by: "c-1",
+                },
+            )
+            .0;
+            assert!(p.timeline.len() <= MAX_TIMELINE_ENTRIES);
+        }
+        let fold = &p.timeline[0];
+        assert_eq!(fold.step, FOLDED_STEP);
+        // Everything is accounted for: the create and each update, in the
+        // fold or after it (no rules: no judgement to tell).
+        let folded: usize = fold.detail.as_deref().unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(folded + p.timeline.len() - 1, 1 + MAX_TIMELINE_ENTRIES * 3);
+        assert_eq!(p.timeline.last().unwrap().step, "Update");
+    }
+
+    #[test]
+    fn invariant_6_the_timeline_never_carries_stock_levels() {
+        let p = purchase(&[("a", 3)], "EUR", "DE");
+        let (p, _) = run(&p, Command::OutOfStock { product: &ProductId::new("a") });
+        let entry = p.timeline.last().unwrap();
+        assert_eq!(entry.outcome, "OUT_OF_STOCK");
+        assert_eq!(entry.detail.as_deref(), Some("not enough stock of a"));
+        assert!(!entry.detail.as_deref().unwrap().chars().any(|c| c.is_ascii_digit()));
+    }
+
+    #[test]
+    fn a_start_that_failed_is_final_and_charges_nothing() {
+        let p = purchase(&[("a", 1)], "EUR", "DE");
+        let (p, decision) = run(&p, Command::StartFailed);
+        assert_eq!(p.failure_reason, Some(FailureReason::WorkflowStartFailed));
+        assert_eq!(p.payment_status, PaymentStatus::NotCharged);
+        assert!(p.products.iter().all(|l| l.status == LineStatus::Cancelled));
+        assert!(decision.effects.contains(&Effect::Count(PurchaseEvent::Failed(FailureReason::WorkflowStartFailed))));
+        // A purchase the workflow has moved is not failed by a late report.
+        let reserved = run(&purchase(&[("a", 1)], "EUR", "DE"), Command::ReserveStock).0;
+        assert!(decide(&reserved, Command::StartFailed, now()).unwrap().next.is_none());
     }
 }

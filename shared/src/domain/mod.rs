@@ -10,6 +10,8 @@
 //! - [`error`]: why a change is refused.
 
 pub mod error;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod ids;
 pub mod lifecycle;
 pub mod money;

@@ -319,10 +319,17 @@ pub struct Purchase {
     /// Set while `NEEDS_ATTENTION`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention: Option<Attention>,
-    /// The rules (the `default` set and any applied ones) have judged the
-    /// current contents; a later change of products or address judges again.
-    #[serde(default)]
-    pub rules_evaluated: bool,
+    /// The contents (lines and address) the rules of the purchase (the
+    /// `default` set and any applied ones) last judged. The workflow's
+    /// `EvaluateRules` judges unless these are the current contents; a change
+    /// of products or address is judged as it is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_contents: Option<String>,
+    /// The contents (lines and address) a reviewer approved: a hold by the
+    /// rules on exactly these contents is not asked again. Any change of
+    /// them needs a new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_contents: Option<String>,
     /// When the workflow finished with the purchase: completed, or stopped
     /// and fully undone. Unset while anything remains to be done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -389,35 +396,32 @@ impl Purchase {
         });
     }
 
-    /// Merges the oldest entry after the fold into the fold (creating it on
-    /// first use), keeping the fold's count and the time of its oldest entry.
+    /// Merges the two oldest entries into one fold entry (step `Earlier`),
+    /// which keeps the count of entries it stands for and the time of the
+    /// oldest.
     fn fold_oldest_entry(&mut self) {
-        let has_fold = self.timeline.first().is_some_and(|e| e.step == FOLDED_STEP);
-        if !has_fold {
-            let oldest = self.timeline.remove(0);
-            self.timeline.insert(
-                0,
-                TimelineEntry {
-                    step: FOLDED_STEP.to_owned(),
-                    outcome: "FOLDED".to_owned(),
-                    at: oldest.at,
-                    detail: Some(folded_detail(1)),
-                },
-            );
-            return;
-        }
         if self.timeline.len() < 2 {
             return;
         }
+        let oldest = &self.timeline[0];
+        let count = if oldest.step == FOLDED_STEP {
+            oldest
+                .detail
+                .as_deref()
+                .and_then(|d| d.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(1)
+        } else {
+            1
+        };
+        let at = oldest.at;
         self.timeline.remove(1);
-        let fold = &mut self.timeline[0];
-        let count = fold
-            .detail
-            .as_deref()
-            .and_then(|d| d.split(' ').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(1);
-        fold.detail = Some(folded_detail(count + 1));
+        self.timeline[0] = TimelineEntry {
+            step: FOLDED_STEP.to_owned(),
+            outcome: "FOLDED".to_owned(),
+            at,
+            detail: Some(folded_detail(count + 1)),
+        };
     }
 }
 

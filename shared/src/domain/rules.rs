@@ -571,13 +571,18 @@ fn configure(request: &RuleRequest, field: &str) -> Result<ConfiguredRule, Vec<F
 }
 
 /// What the rules judge: the lines (product and quantity) and the address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Contents {
     lines: Vec<(ProductId, u32)>,
     address: ShippingAddress,
 }
 
 impl Contents {
+    /// A stable text of these contents, to remember which were approved.
+    pub fn fingerprint(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     pub fn of(purchase: &Purchase) -> Contents {
         Contents {
             lines: purchase
@@ -635,5 +640,128 @@ impl Judgement {
         } else {
             format!("all {} rules passed", self.results.len())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures::purchase;
+    use serde_json::json;
+
+    fn outcome(rule: serde_json::Value, purchase: &Purchase, facts: &Facts) -> RuleOutcome {
+        let request: RuleRequest = serde_json::from_value(rule).unwrap();
+        let set = RuleSet::from_requests(&[request], "rules", "test").unwrap();
+        set.judge(purchase, facts, Utc::now()).results[0].outcome
+    }
+
+    use RuleOutcome::{Passed, Violated};
+
+    #[test]
+    fn every_rule_evaluates_as_documented() {
+        let mut p = purchase(&[("a", 2), ("b", 3)], "EUR", "DE");
+        p.total_amount = 5000;
+        let none = Facts::default();
+        let cases = [
+            (
+                json!({"id": "max-quantity", "parameters": {"max": 3}}),
+                Passed,
+            ),
+            (
+                json!({"id": "max-quantity", "parameters": {"max": 2}}),
+                Violated,
+            ),
+            (
+                json!({"id": "max-total-items", "parameters": {"max": 5}}),
+                Passed,
+            ),
+            (
+                json!({"id": "max-total-items", "parameters": {"max": 4}}),
+                Violated,
+            ),
+            (
+                json!({"id": "min-order-value", "parameters": {"amount": 5000, "currency": "EUR"}}),
+                Passed,
+            ),
+            (
+                json!({"id": "min-order-value", "parameters": {"amount": 5001, "currency": "EUR"}}),
+                Violated,
+            ),
+            (
+                json!({"id": "max-order-value", "parameters": {"amount": 5000, "currency": "EUR"}}),
+                Passed,
+            ),
+            (
+                json!({"id": "max-order-value", "parameters": {"amount": 4999, "currency": "EUR"}}),
+                Violated,
+            ),
+            // Another currency cannot be compared: the rule does not apply.
+            (
+                json!({"id": "max-order-value", "parameters": {"amount": 1, "currency": "USD"}}),
+                Passed,
+            ),
+            (
+                json!({"id": "allowed-countries", "parameters": {"countries": ["DE", "AT"]}}),
+                Passed,
+            ),
+            (
+                json!({"id": "allowed-countries", "parameters": {"countries": ["FR"]}}),
+                Violated,
+            ),
+            (
+                json!({"id": "blocked-countries", "parameters": {"countries": ["FR"]}}),
+                Passed,
+            ),
+            (
+                json!({"id": "blocked-countries", "parameters": {"countries": ["DE"]}}),
+                Violated,
+            ),
+            (
+                json!({"id": "max-purchases-per-customer", "parameters": {"max": 1, "windowHours": 24}}),
+                Passed,
+            ),
+            (
+                json!({"id": "manual-review", "parameters": {"reason": "new customer"}}),
+                Violated,
+            ),
+        ];
+        for (rule, expected) in cases {
+            assert_eq!(outcome(rule.clone(), &p, &none), expected, "{rule}");
+        }
+    }
+
+    #[test]
+    fn max_purchases_per_customer_counts_only_the_window() {
+        let p = purchase(&[("a", 1)], "EUR", "DE");
+        let now = Utc::now();
+        let facts = Facts {
+            recent_purchases: vec![now - Duration::hours(1), now - Duration::hours(30)],
+        };
+        let rule = |max: u32, hours: u32| json!({"id": "max-purchases-per-customer", "parameters": {"max": max, "windowHours": hours}});
+        // Within 24 h: one other purchase plus this one.
+        assert_eq!(outcome(rule(2, 24), &p, &facts), Passed);
+        assert_eq!(outcome(rule(1, 24), &p, &facts), Violated);
+        // Within 48 h: both others count.
+        assert_eq!(outcome(rule(2, 48), &p, &facts), Violated);
+    }
+
+    #[test]
+    fn verdict_prefers_reject_over_hold_and_names_the_rules() {
+        let p = purchase(&[("a", 5)], "EUR", "DE");
+        let requests: Vec<RuleRequest> = serde_json::from_value(json!([
+            {"id": "manual-review", "parameters": {"reason": "first order", "onViolation": "hold"}},
+            {"id": "max-quantity", "parameters": {"max": 1}}
+        ]))
+        .unwrap();
+        let judgement = RuleSet::from_requests(&requests, "rules", "admin")
+            .unwrap()
+            .judge(&p, &Facts::default(), Utc::now());
+        assert_eq!(judgement.verdict(), Some(PurchaseStatus::Rejected));
+        assert!(judgement.message().contains("max-quantity"));
+        let only_hold = RuleSet::from_requests(&requests[..1], "rules", "admin")
+            .unwrap()
+            .judge(&p, &Facts::default(), Utc::now());
+        assert_eq!(only_hold.verdict(), Some(PurchaseStatus::OnHold));
+        assert_eq!(only_hold.results[0].evaluated_by, "admin");
     }
 }

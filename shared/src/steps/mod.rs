@@ -356,7 +356,7 @@ impl StepRun<'_> {
         loop {
             attempt += 1;
             let purchase = self.load().await?;
-            if !may_go_forward(&purchase).map_err(StepError::from)? || purchase.rules_evaluated {
+            if !may_go_forward(&purchase).map_err(StepError::from)? {
                 return Ok(());
             }
             let rules = service::purchase_rules(

@@ -36,7 +36,10 @@ impl DynamoStore {
             .expression_attribute_names("#fingerprint", FINGERPRINT)
             .expression_attribute_values(":true", AttributeValue::Bool(true))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
-            .expression_attribute_values(":fingerprint", AttributeValue::S(record.fingerprint.clone()))
+            .expression_attribute_values(
+                ":fingerprint",
+                AttributeValue::S(record.fingerprint.clone()),
+            )
             .expression_attribute_values(":expiresAt", n(record.expires_at.timestamp()))
             .expression_attribute_values(":now", n(now_seconds()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
@@ -167,11 +170,14 @@ impl IdempotencyStore for DynamoStore {
             .table_name(&self.tables.idempotency)
             .set_key(Some(idempotency_key(key)))
             .update_expression("SET #inFlight = :false, #expiresAt = :expiresAt REMOVE #response")
-            .condition_expression("attribute_exists(#key)")
+            // An expired record is absent, as TTL may not have deleted it
+            // yet: releasing it must not bring it back for another day.
+            .condition_expression("attribute_exists(#key) AND #expiresAt > :now")
             .expression_attribute_names("#key", IDEMPOTENCY_KEY)
             .expression_attribute_names("#expiresAt", EXPIRES_AT)
             .expression_attribute_names("#response", RESPONSE)
             .expression_attribute_names("#inFlight", IN_FLIGHT)
+            .expression_attribute_values(":now", n(now_seconds()))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":expiresAt", n(expires_at.timestamp()))
             .send()
@@ -184,7 +190,7 @@ impl IdempotencyStore for DynamoStore {
                     Some(UpdateItemError::ConditionalCheckFailedException(_))
                 ) =>
             {
-                Ok(()) // nothing to release
+                Ok(()) // nothing (live) to release
             }
             Err(e) => Err(classify(e)),
         }
