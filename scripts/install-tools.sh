@@ -2,6 +2,7 @@
 # Installs the test tools into project-local, git-ignored folders:
 #   .venv/          moto[server] (DynamoDB API), cfn-lint (SAM/CloudFormation linter)
 #   node_modules/   asl-validator (Amazon States Language validator)
+#   chromium        Debian's package, for the console's browser tests (only if missing)
 # Idempotent: a second run only checks versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,4 +14,13 @@ fi
 
 if [ ! -x node_modules/.bin/asl-validator ]; then
   npm install --no-audit --no-fund --silent
+fi
+
+# Headless Chromium for the review console's browser tests (Playwright drives
+# this one; it never downloads a browser of its own).
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi

@@ -11,9 +11,11 @@
 # request is atomic, as on DynamoDB, and the concurrency tests race for real
 # without being able to pass or fail by a thread switch.
 start_moto() {
-  local port
+  local port log
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  .venv/bin/python - "$port" > target/moto.log 2>&1 <<'PY' &
+  # Not under target/: CARGO_TARGET_DIR may point elsewhere (or not exist yet).
+  log=$(mktemp "${TMPDIR:-/tmp}/moto.XXXXXX.log")
+  .venv/bin/python - "$port" > "$log" 2>&1 <<'PY' &
 import sys
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -25,7 +27,7 @@ PY
   local deadline=$((SECONDS + 60))
   until curl -s -o /dev/null "http://127.0.0.1:$port/moto-api/"; do
     if [ $SECONDS -ge $deadline ] || ! kill -0 $MOTO_PID 2>/dev/null; then
-      echo "moto did not start; log:" >&2; cat target/moto.log >&2; return 1
+      echo "moto did not start; log ($log):" >&2; cat "$log" >&2; return 1
     fi
     sleep 0.2
   done

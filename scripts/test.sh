@@ -39,13 +39,23 @@ source scripts/moto.sh
 start_moto
 
 step "tests"
+# The generated-interleavings test runs a fixed number of cases so CI time
+# stays predictable; it prints its seed. Run it longer with
+#   INTERLEAVING_CASES=20000 cargo test -p purchase-orchestrator-local --test interleavings -- --nocapture
+export INTERLEAVING_CASES="${INTERLEAVING_CASES:-600}"
 cargo test --workspace
 
 step "end-to-end tests again, on the DynamoDB store (moto)"
-# The reliability load tests (1,000 buyers, 200 racing writers) stay on the
-# embedded store: single-threaded moto measures moto, not the orchestrator.
-PURCHASE_TEST_STORE=dynamodb cargo test -p purchase-orchestrator-local \
-  --test api --test workflow --test rules --test idempotency --test definition
+# The reliability load tests (1,000 buyers, 200 racing writers) and the crash
+# test stay on the embedded store: single-threaded moto measures moto, not
+# the orchestrator. `--workspace` keeps the first pass's feature set, so
+# nothing is built again.
+PURCHASE_TEST_STORE=dynamodb INTERLEAVING_CASES=40 cargo test --workspace \
+  --test api --test workflow --test rules --test idempotency --test definition \
+  --test lifecycle --test operations --test matrix --test interleavings
 
 step "schemathesis: openapi.yaml against the local server"
 scripts/schemathesis.sh
+
+step "review console: browser tests (headless Chromium, Playwright)"
+scripts/console-tests.sh

@@ -334,8 +334,13 @@ impl Runner {
             started_at: checkpoint.started_at,
         };
         Some(
-            self.run(execution, checkpoint.state_name, checkpoint.state_input, None)
-                .await,
+            self.run(
+                execution,
+                checkpoint.state_name,
+                checkpoint.state_input,
+                None,
+            )
+            .await,
         )
     }
 

@@ -10,17 +10,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
+use shared::adapters::embedded::EmbeddedStore;
 use shared::api::app::App;
 use shared::api::endpoint::Endpoint;
 use shared::api::request::{ApiRequest, ApiResponse};
 use shared::auth::{AuthConfig, JwtAuthenticator, KeySource, Scope, mint_hs256_token};
-use shared::adapters::embedded::EmbeddedStore;
-use shared::domain::purchase::Product;
-use shared::steps::{Step, StepDeps};
-use shared::ports::store::Inventory;
 use shared::domain::PurchaseId;
+use shared::domain::purchase::Product;
 use shared::domain::purchase::TaskDecision;
+use shared::ports::store::Inventory;
 use shared::ports::workflow::{ExecutionState, Workflow, WorkflowError};
+use shared::steps::{Step, StepDeps};
 
 use crate::Result;
 
@@ -211,7 +211,11 @@ pub async fn remove_rule_set(app: &App) -> Result<()> {
     let response = Endpoint::DeleteRuleSet
         .handle(
             app,
-            &rule_set_request(&admin_token()?, None, Some(shared::ports::store::DEFAULT_RULE_SET)),
+            &rule_set_request(
+                &admin_token()?,
+                None,
+                Some(shared::ports::store::DEFAULT_RULE_SET),
+            ),
         )
         .await;
     if response.status().is_success() || response.status() == StatusCode::NOT_FOUND {

@@ -30,7 +30,11 @@ mod tests {
     #[test]
     fn demo_catalog_is_valid() {
         let products = super::load(None).unwrap();
-        assert!(products.iter().any(|p| p.id.as_str().starts_with("fail-provision")));
+        assert!(
+            products
+                .iter()
+                .any(|p| p.id.as_str().starts_with("fail-provision"))
+        );
         assert!(products.iter().any(|p| p.stock == 1));
     }
 }

@@ -7,6 +7,7 @@
 //!   [`asl`] runner, calling the same step functions ([`shared::steps`]).
 
 pub mod catalog;
+pub mod console;
 pub mod server;
 pub mod workflow;
 
@@ -199,6 +200,9 @@ pub struct LocalSystem {
     pub steps: StepDeps,
     pub workflow: Arc<LocalWorkflow>,
     reconcile_after: Duration,
+    /// The review console's developer sign-in: only when tokens are
+    /// verified with the secret generated under `DATA_DIR`.
+    dev_sign_in: Option<console::DevSignIn>,
     reconciler: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -207,6 +211,7 @@ impl LocalSystem {
     /// every execution a previous run left unfinished and starts the
     /// reconciler.
     pub async fn start(options: LocalOptions) -> Result<LocalSystem, LocalError> {
+        let dev_sign_in = console::DevSignIn::detect(&options.data_dir, &options.auth);
         let embedded = match options.store {
             StoreChoice::InMemory => EmbeddedStore::in_memory(),
             _ => EmbeddedStore::open(&options.data_dir),
@@ -291,8 +296,12 @@ impl LocalSystem {
                 ticks.tick().await; // the first tick is immediate: skip it
                 loop {
                     ticks.tick().await;
-                    let Some(workflow) = workflow.upgrade() else { return };
-                    if let Err(error) = reconcile(purchases.as_ref(), workflow.as_ref(), after).await {
+                    let Some(workflow) = workflow.upgrade() else {
+                        return;
+                    };
+                    if let Err(error) =
+                        reconcile(purchases.as_ref(), workflow.as_ref(), after).await
+                    {
                         tracing::warn!(%error, "reconciler pass failed");
                     }
                 }
@@ -303,12 +312,19 @@ impl LocalSystem {
             steps,
             workflow,
             reconcile_after: options.reconcile_after,
+            dev_sign_in,
             reconciler: std::sync::Mutex::new(reconciler),
         })
     }
 
+    /// The API's routes and the review console's.
     pub fn router(&self) -> axum::Router {
-        server::router(self.app.clone())
+        server::router(self.app.clone()).merge(console::router(self.dev_sign_in.clone()))
+    }
+
+    /// Whether the review console offers the developer sign-in.
+    pub fn dev_sign_in_available(&self) -> bool {
+        self.dev_sign_in.is_some()
     }
 
     /// One reconciler pass now, over purchases unchanged for `stale_after`

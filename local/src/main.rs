@@ -50,6 +50,15 @@ async fn serve() -> Result<(), String> {
         shared::api::request::BASE_PATH,
         data_dir.display()
     );
+    tracing::info!(
+        "review console on http://{address}{}/console/ (developer sign-in {})",
+        shared::api::request::BASE_PATH,
+        if system.dev_sign_in_available() {
+            "on"
+        } else {
+            "off: tokens are not verified with the generated development secret"
+        }
+    );
     axum::serve(listener, system.router())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -17,8 +17,7 @@ use serde_json::Value;
 use shared::domain::PurchaseId;
 use shared::domain::purchase::TaskDecision;
 use shared::ports::workflow::{
-    DEFINITION, ExecutionState, Workflow, WorkflowError, execution_input, task_failure,
-    task_output,
+    DEFINITION, ExecutionState, Workflow, WorkflowError, execution_input, task_failure, task_output,
 };
 use shared::steps::{Step, StepDeps};
 use tokio::task::JoinSet;
@@ -350,7 +349,8 @@ impl LocalWorkflow {
     /// Stops every execution this process runs, as a process exit would:
     /// their checkpoints stay, and the next start resumes them.
     pub async fn shutdown(&self) {
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut tasks =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
         self.running().clear();
@@ -377,7 +377,11 @@ impl Workflow for LocalWorkflow {
         let runner = self.runner.clone();
         let owned = name.to_owned();
         self.spawn(name, async move {
-            Some(runner.start(&owned, execution_input(&PurchaseId::new(owned.clone()))).await)
+            Some(
+                runner
+                    .start(&owned, execution_input(&PurchaseId::new(owned.clone())))
+                    .await,
+            )
         });
         Ok(())
     }

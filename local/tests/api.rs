@@ -40,10 +40,12 @@ async fn create_answers_201_with_location_and_get_shows_the_spec_fields() {
         .join(location)
         .unwrap();
     assert_eq!(resolved.as_str(), format!("{}/purchases/{id}", h.base));
-    let staged = reqwest::Url::parse("https://abc.execute-api.eu-west-1.amazonaws.com/prod/purchase-orchestrator/purchases")
-        .unwrap()
-        .join(location)
-        .unwrap();
+    let staged = reqwest::Url::parse(
+        "https://abc.execute-api.eu-west-1.amazonaws.com/prod/purchase-orchestrator/purchases",
+    )
+    .unwrap()
+    .join(location)
+    .unwrap();
     assert_eq!(
         staged.path(),
         format!("/prod/purchase-orchestrator/purchases/{id}")

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use shared::steps::{Step, StepError};
 use shared::ports::workflow::DEFINITION;
+use shared::steps::{Step, StepError};
 
 fn definition() -> Value {
     serde_json::from_str(DEFINITION).unwrap()
@@ -154,7 +154,9 @@ fn worst_case_wait(retrier: &Value) -> f64 {
     let rate = retrier["BackoffRate"].as_f64().unwrap_or(2.0);
     let cap = retrier["MaxDelaySeconds"].as_f64().unwrap_or(f64::MAX);
     let attempts = retrier["MaxAttempts"].as_u64().unwrap_or(3) as i32;
-    (0..attempts).map(|n| (interval * rate.powi(n)).min(cap)).sum()
+    (0..attempts)
+        .map(|n| (interval * rate.powi(n)).min(cap))
+        .sum()
 }
 
 #[test]
@@ -166,7 +168,13 @@ fn idempotent_steps_retry_lambda_timeouts_and_ride_out_a_minute_of_provider_trou
         let retriers = state["Retry"].as_array().unwrap();
         let transient = retriers
             .iter()
-            .find(|r| r["ErrorEquals"].as_array().unwrap().iter().any(|e| e == "Transient"))
+            .find(|r| {
+                r["ErrorEquals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e == "Transient")
+            })
             .unwrap_or_else(|| panic!("{name} does not retry Transient"));
         let errors = transient["ErrorEquals"].as_array().unwrap();
         // Every step is idempotent: a function that timed out or ran out of
@@ -194,6 +202,10 @@ fn provisioning_and_revoking_have_time_for_their_lines() {
         let timeout = state["TimeoutSeconds"].as_u64().unwrap();
         // The function (Timeout 120 in template.yaml) stops in time and is
         // retried, continuing where it stopped.
-        assert!(timeout > 120, "{} TimeoutSeconds {timeout}", step.state_name());
+        assert!(
+            timeout > 120,
+            "{} TimeoutSeconds {timeout}",
+            step.state_name()
+        );
     }
 }

@@ -44,13 +44,16 @@ use local::{Attempt, LocalOptions, LocalSystem, StepHook, StoreChoice, Stores};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use serde_json::{Value, json};
-use shared::adapters::dynamodb::DynamoTables;
-use shared::adapters::simulators::{PaymentRequest, ProvisioningRequest, SimulatedPaymentGateway, SimulatedProvisioner};
+use shared::adapters::simulators::{
+    PaymentRequest, ProvisioningRequest, SimulatedPaymentGateway, SimulatedProvisioner,
+};
 use shared::api::endpoint::Endpoint;
 use shared::api::request::ApiRequest;
 use shared::auth::{AuthConfig, KeySource, Scope, mint_hs256_token};
 use shared::domain::lifecycle::StockChange;
-use shared::domain::purchase::{LineStatus, PaymentStatus, Purchase, PurchaseStatus, MAX_TIMELINE_ENTRIES};
+use shared::domain::purchase::{
+    LineStatus, MAX_TIMELINE_ENTRIES, PaymentStatus, Purchase, PurchaseStatus,
+};
 use shared::domain::rules::Contents;
 use shared::domain::{ProductId, PurchaseId};
 use shared::ports::store::{PurchasePage, PurchaseQuery, PurchaseStore, StoreError};
@@ -105,16 +108,46 @@ enum Mode {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { lines: usize, token: usize, key: Option<u8> },
-    UpdateAddress { p: usize, country: usize },
-    UpdateProducts { p: usize, lines: usize },
-    Cancel { p: usize, key: Option<u8> },
-    ApplyRules { p: usize, hold: bool },
-    Review { p: usize, approve: bool, key: Option<u8> },
-    Redrive { p: usize },
-    Step { p: usize, mode: Mode },
-    Drain { p: usize },
-    Outage { refunds: bool, down: bool },
+    Create {
+        lines: usize,
+        token: usize,
+        key: Option<u8>,
+    },
+    UpdateAddress {
+        p: usize,
+        country: usize,
+    },
+    UpdateProducts {
+        p: usize,
+        lines: usize,
+    },
+    Cancel {
+        p: usize,
+        key: Option<u8>,
+    },
+    ApplyRules {
+        p: usize,
+        hold: bool,
+    },
+    Review {
+        p: usize,
+        approve: bool,
+        key: Option<u8>,
+    },
+    Redrive {
+        p: usize,
+    },
+    Step {
+        p: usize,
+        mode: Mode,
+    },
+    Drain {
+        p: usize,
+    },
+    Outage {
+        refunds: bool,
+        down: bool,
+    },
     Reconcile,
 }
 
@@ -165,7 +198,9 @@ struct Conductor {
 
 impl Conductor {
     fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lane>> {
-        self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -232,7 +267,11 @@ impl PurchaseStore for WriteFault {
     async fn get_purchase(&self, id: &PurchaseId) -> Result<Option<Purchase>, StoreError> {
         self.inner.purchases.get_purchase(id).await
     }
-    async fn save_purchase(&self, purchase: &Purchase, stock: &StockChange) -> Result<(), StoreError> {
+    async fn save_purchase(
+        &self,
+        purchase: &Purchase,
+        stock: &StockChange,
+    ) -> Result<(), StoreError> {
         let hit = {
             let mut armed = self.armed.lock().unwrap();
             if armed.as_ref() == Some(&purchase.purchase_id) {
@@ -243,15 +282,24 @@ impl PurchaseStore for WriteFault {
             }
         };
         if hit {
-            return Err(StoreError::Unavailable("injected: the write was lost".into()));
+            return Err(StoreError::Unavailable(
+                "injected: the write was lost".into(),
+            ));
         }
         self.inner.purchases.save_purchase(purchase, stock).await
     }
     async fn list_purchases(&self, query: &PurchaseQuery) -> Result<PurchasePage, StoreError> {
         self.inner.purchases.list_purchases(query).await
     }
-    async fn unfinished_purchases(&self, before: DateTime<Utc>, limit: usize) -> Result<Vec<Purchase>, StoreError> {
-        self.inner.purchases.unfinished_purchases(before, limit).await
+    async fn unfinished_purchases(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Purchase>, StoreError> {
+        self.inner
+            .purchases
+            .unfinished_purchases(before, limit)
+            .await
     }
 }
 
@@ -270,23 +318,12 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
+/// The store under test: DynamoDB on moto with `PURCHASE_TEST_STORE=dynamodb`,
+/// otherwise redb held in memory (thousands of cases, no disk).
 fn store_choice() -> StoreChoice {
-    match std::env::var("PURCHASE_TEST_STORE").as_deref() {
-        Ok("dynamodb") => {
-            let endpoint = std::env::var("AWS_TEST_ENDPOINT")
-                .expect("PURCHASE_TEST_STORE=dynamodb needs AWS_TEST_ENDPOINT (scripts/test.sh starts moto)");
-            let prefix = format!("i{}", fastrand::u64(..));
-            StoreChoice::DynamoDb {
-                endpoint: Some(endpoint),
-                tables: DynamoTables {
-                    purchases: format!("{prefix}-purchases"),
-                    products: format!("{prefix}-products"),
-                    idempotency: format!("{prefix}-idempotency"),
-                    rule_sets: format!("{prefix}-rule-sets"),
-                },
-            }
-        }
-        _ => StoreChoice::InMemory,
+    match common::store_under_test() {
+        StoreChoice::Embedded => StoreChoice::InMemory,
+        dynamodb => dynamodb,
     }
 }
 
@@ -310,7 +347,9 @@ impl World {
                 issuer: local::DEFAULT_ISSUER.into(),
                 audience: local::DEFAULT_AUDIENCE.into(),
                 leeway_seconds: 5,
-                keys: KeySource::Hs256 { secret: SECRET.into() },
+                keys: KeySource::Hs256 {
+                    secret: SECRET.into(),
+                },
             },
             payments: Arc::new(RefundOutage {
                 inner: payments.clone(),
@@ -351,7 +390,15 @@ impl World {
             purchases: Vec::new(),
             _dir: dir,
         };
-        let (status, body) = world.call(Endpoint::CreateRuleSet, None, Some(default_rules()), None, true).await;
+        let (status, body) = world
+            .call(
+                Endpoint::CreateRuleSet,
+                None,
+                Some(default_rules()),
+                None,
+                true,
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
         world
     }
@@ -362,17 +409,41 @@ impl World {
         } else {
             (CUSTOMER, &[Scope::Read, Scope::Write])
         };
-        mint_hs256_token(SECRET, local::DEFAULT_ISSUER, local::DEFAULT_AUDIENCE, who, scopes, Duration::from_secs(3600)).unwrap()
+        mint_hs256_token(
+            SECRET,
+            local::DEFAULT_ISSUER,
+            local::DEFAULT_AUDIENCE,
+            who,
+            scopes,
+            Duration::from_secs(3600),
+        )
+        .unwrap()
     }
 
     /// One API request, straight to the handler the Lambda and the local
     /// server both run. No request may ever get a 5xx here.
-    async fn call(&self, endpoint: Endpoint, id: Option<&PurchaseId>, body: Option<Value>, key: Option<u8>, admin: bool) -> (u16, Value) {
+    async fn call(
+        &self,
+        endpoint: Endpoint,
+        id: Option<&PurchaseId>,
+        body: Option<Value>,
+        key: Option<u8>,
+        admin: bool,
+    ) -> (u16, Value) {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", self.token(admin))).unwrap());
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {}", self.token(admin))).unwrap(),
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(key) = key {
-            headers.insert("idempotency-key", HeaderValue::from_str(&format!("key-{key}")).unwrap());
+            headers.insert(
+                "idempotency-key",
+                HeaderValue::from_str(&format!("key-{key}")).unwrap(),
+            );
         }
         let request = ApiRequest {
             headers,
@@ -394,7 +465,13 @@ impl World {
     }
 
     async fn load(&self, id: &PurchaseId) -> Purchase {
-        self.system.app.purchases.get_purchase(id).await.unwrap().unwrap()
+        self.system
+            .app
+            .purchases
+            .get_purchase(id)
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     fn checkpoint(&self, id: &PurchaseId) -> Option<asl::Checkpoint> {
@@ -447,7 +524,11 @@ impl World {
             if all {
                 return;
             }
-            assert!(Instant::now() < deadline, "the workflow never came to rest: {}", self.describe_all());
+            assert!(
+                Instant::now() < deadline,
+                "the workflow never came to rest: {}",
+                self.describe_all()
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -455,7 +536,12 @@ impl World {
     fn describe_all(&self) -> String {
         self.purchases
             .iter()
-            .map(|id| format!("{id}: {:?}", self.checkpoint(id).map(|c| (c.state_name, c.status))))
+            .map(|id| {
+                format!(
+                    "{id}: {:?}",
+                    self.checkpoint(id).map(|c| (c.state_name, c.status))
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ")
     }
@@ -472,7 +558,10 @@ impl World {
         };
         let Some((_, go)) = waiting else { return };
         let attempt = match mode {
-            Mode::CrashBefore => Attempt::Fail(asl::TaskFailure::new("Lambda.Unknown", "injected: crashed on start")),
+            Mode::CrashBefore => Attempt::Fail(asl::TaskFailure::new(
+                "Lambda.Unknown",
+                "injected: crashed on start",
+            )),
             Mode::FailWrite => {
                 self.writes.arm(id);
                 Attempt::Run
@@ -501,10 +590,18 @@ impl World {
             if self.settled(id).await {
                 break;
             }
-            assert!(Instant::now() < deadline, "purchase {id} never came to rest: {}", self.describe_all());
+            assert!(
+                Instant::now() < deadline,
+                "purchase {id} never came to rest: {}",
+                self.describe_all()
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        self.conductor.lanes().entry(id.to_string()).or_default().free = false;
+        self.conductor
+            .lanes()
+            .entry(id.to_string())
+            .or_default()
+            .free = false;
         self.quiesce().await;
     }
 
@@ -517,7 +614,9 @@ impl World {
                     "paymentDetails": {"method": "card", "transactionId": TOKENS[*token]},
                     "shippingAddress": {"name": "Model", "address": "1 Test St", "city": "Berlin", "country": "DE", "postalCode": "10115"}
                 });
-                let (status, answer) = self.call(Endpoint::CreatePurchase, None, Some(body), *key, false).await;
+                let (status, answer) = self
+                    .call(Endpoint::CreatePurchase, None, Some(body), *key, false)
+                    .await;
                 if status == 201 {
                     let id = PurchaseId::new(answer["purchaseId"].as_str().unwrap());
                     if !self.purchases.contains(&id) {
@@ -525,37 +624,52 @@ impl World {
                     }
                 } else {
                     // A key reused for another request: nothing made.
-                    assert!(matches!(status, 409 | 422), "create answered {status}: {answer}");
+                    assert!(
+                        matches!(status, 409 | 422),
+                        "create answered {status}: {answer}"
+                    );
                 }
             }
             Op::UpdateAddress { p, country } => {
                 let Some(id) = self.pick(*p) else { return };
                 let body = json!({"shippingAddress": {"name": "Model", "address": "2 Test St", "city": "Paris", "country": COUNTRIES[*country], "postalCode": "75001"}});
-                self.call(Endpoint::UpdatePurchase, Some(&id), Some(body), None, false).await;
+                self.call(Endpoint::UpdatePurchase, Some(&id), Some(body), None, false)
+                    .await;
             }
             Op::UpdateProducts { p, lines } => {
                 let Some(id) = self.pick(*p) else { return };
                 let body = json!({"products": LINES[*lines].iter().map(|(id, q)| json!({"id": id, "quantity": q})).collect::<Vec<_>>()});
-                self.call(Endpoint::UpdatePurchase, Some(&id), Some(body), None, false).await;
+                self.call(Endpoint::UpdatePurchase, Some(&id), Some(body), None, false)
+                    .await;
             }
             Op::Cancel { p, key } => {
                 let Some(id) = self.pick(*p) else { return };
-                self.call(Endpoint::CancelPurchase, Some(&id), None, *key, false).await;
+                self.call(Endpoint::CancelPurchase, Some(&id), None, *key, false)
+                    .await;
             }
             Op::ApplyRules { p, hold } => {
                 let Some(id) = self.pick(*p) else { return };
                 let on_violation = if *hold { "hold" } else { "reject" };
                 let body = json!({"rules": [{"id": "manual-review", "parameters": {"reason": "model", "onViolation": on_violation}}]});
-                self.call(Endpoint::ApplyRules, Some(&id), Some(body), None, true).await;
+                self.call(Endpoint::ApplyRules, Some(&id), Some(body), None, true)
+                    .await;
             }
             Op::Review { p, approve, key } => {
                 let Some(id) = self.pick(*p) else { return };
                 let decision = if *approve { "approve" } else { "reject" };
-                self.call(Endpoint::ReviewPurchase, Some(&id), Some(json!({"decision": decision})), *key, true).await;
+                self.call(
+                    Endpoint::ReviewPurchase,
+                    Some(&id),
+                    Some(json!({"decision": decision})),
+                    *key,
+                    true,
+                )
+                .await;
             }
             Op::Redrive { p } => {
                 let Some(id) = self.pick(*p) else { return };
-                self.call(Endpoint::RedrivePurchase, Some(&id), None, None, true).await;
+                self.call(Endpoint::RedrivePurchase, Some(&id), None, None, true)
+                    .await;
             }
             Op::Step { p, mode } => {
                 let Some(id) = self.pick(*p) else { return };
@@ -566,7 +680,11 @@ impl World {
                 self.drain(&id).await;
             }
             Op::Outage { refunds, down } => {
-                let outage = if *refunds { &self.refunds } else { &self.revocations };
+                let outage = if *refunds {
+                    &self.refunds
+                } else {
+                    &self.revocations
+                };
                 if *down { outage.start() } else { outage.end() }
             }
             Op::Reconcile => {
@@ -587,7 +705,14 @@ impl World {
         };
         // Stock: initial = available + what lines hold.
         for (product, initial) in initial_stock() {
-            let available = self.system.app.inventory.get_products(&[ProductId::new(product)]).await.unwrap()[0].stock;
+            let available = self
+                .system
+                .app
+                .inventory
+                .get_products(&[ProductId::new(product)])
+                .await
+                .unwrap()[0]
+                .stock;
             let held: i64 = purchases
                 .iter()
                 .flat_map(|p| &p.products)
@@ -606,13 +731,24 @@ impl World {
             let account = accounts.get(id).cloned().unwrap_or_default();
             let held = account.captured - account.refunded;
             // Money: all of it or none of it.
-            prop_assert!(held == 0 || held == p.total_amount, "{id}: provider holds {held} of {}", p.total_amount);
-            let refund_asked = self.payments.requests().iter().any(|r| matches!(r, PaymentRequest::Refund { purchase_id, .. } if purchase_id == id));
+            prop_assert!(
+                held == 0 || held == p.total_amount,
+                "{id}: provider holds {held} of {}",
+                p.total_amount
+            );
+            let refund_asked = self.payments.requests().iter().any(
+                |r| matches!(r, PaymentRequest::Refund { purchase_id, .. } if purchase_id == id),
+            );
             match p.payment_status {
                 // A refund whose write was lost leaves CAPTURED on record
                 // until its retry reads "nothing to refund".
-                PaymentStatus::Captured | PaymentStatus::RefundFailed => prop_assert!(held == p.total_amount || refund_asked, "{id} recorded a capture the provider does not hold"),
-                PaymentStatus::Refunded | PaymentStatus::NotCharged | PaymentStatus::Declined => prop_assert_eq!(held, 0, "{} holds money it says it does not", id),
+                PaymentStatus::Captured | PaymentStatus::RefundFailed => prop_assert!(
+                    held == p.total_amount || refund_asked,
+                    "{id} recorded a capture the provider does not hold"
+                ),
+                PaymentStatus::Refunded | PaymentStatus::NotCharged | PaymentStatus::Declined => {
+                    prop_assert_eq!(held, 0, "{} holds money it says it does not", id)
+                }
                 PaymentStatus::Pending => {}
             }
             // Goods: what the purchase says it delivered was delivered (or
@@ -622,39 +758,97 @@ impl World {
                 let out = delivered.contains(&(id.clone(), line.id.clone()));
                 let revoke_asked = revocations.iter().any(|r| matches!(r, ProvisioningRequest::Revoke { purchase_id, product_id } if purchase_id == id && *product_id == line.id));
                 if line.status == LineStatus::Provisioned {
-                    prop_assert!(out || revoke_asked, "{id}: {} PROVISIONED but not delivered", line.id);
+                    prop_assert!(
+                        out || revoke_asked,
+                        "{id}: {} PROVISIONED but not delivered",
+                        line.id
+                    );
                 }
-                if matches!(line.status, LineStatus::Revoked | LineStatus::Released | LineStatus::Cancelled | LineStatus::Pending | LineStatus::OutOfStock | LineStatus::ProvisioningFailed) {
-                    prop_assert!(!out, "{id}: {} is {:?} but still delivered", line.id, line.status);
+                if matches!(
+                    line.status,
+                    LineStatus::Revoked
+                        | LineStatus::Released
+                        | LineStatus::Cancelled
+                        | LineStatus::Pending
+                        | LineStatus::OutOfStock
+                        | LineStatus::ProvisioningFailed
+                ) {
+                    prop_assert!(
+                        !out,
+                        "{id}: {} is {:?} but still delivered",
+                        line.id,
+                        line.status
+                    );
                 }
             }
             prop_assert!(p.timeline.len() <= MAX_TIMELINE_ENTRIES);
             if p.is_final() {
                 let completed = p.status == PurchaseStatus::Completed;
-                prop_assert_eq!(held != 0, completed, "{} final {:?} with {} held", id, p.status, held);
+                prop_assert_eq!(
+                    held != 0,
+                    completed,
+                    "{} final {:?} with {} held",
+                    id,
+                    p.status,
+                    held
+                );
                 let any_delivered = delivered.iter().any(|(purchase, _)| purchase == id);
-                prop_assert_eq!(any_delivered, completed, "{} final {:?}: delivered goods", id, p.status);
+                prop_assert_eq!(
+                    any_delivered,
+                    completed,
+                    "{} final {:?}: delivered goods",
+                    id,
+                    p.status
+                );
                 if completed {
                     // The rules' verdict holds for what was fulfilled.
                     prop_assert!(p.shipping_address.country != "KP", "{id} completed to KP");
-                    prop_assert!(p.products.iter().all(|l| l.quantity <= 3), "{id} completed over max-quantity");
-                    let rejected = p.applied_rules.iter().any(|r| r.parameters.as_ref().is_some_and(|v| v["onViolation"] == "reject"));
+                    prop_assert!(
+                        p.products.iter().all(|l| l.quantity <= 3),
+                        "{id} completed over max-quantity"
+                    );
+                    let rejected = p.applied_rules.iter().any(|r| {
+                        r.parameters
+                            .as_ref()
+                            .is_some_and(|v| v["onViolation"] == "reject")
+                    });
                     prop_assert!(!rejected, "{id} completed although a rule rejected it");
-                    let held_by_rule = p.applied_rules.iter().any(|r| r.parameters.as_ref().is_some_and(|v| v["onViolation"] == "hold"));
+                    let held_by_rule = p.applied_rules.iter().any(|r| {
+                        r.parameters
+                            .as_ref()
+                            .is_some_and(|v| v["onViolation"] == "hold")
+                    });
                     if held_by_rule {
-                        prop_assert_eq!(p.approved_contents.clone(), Some(Contents::of(p).fingerprint()), "{} completed on contents nobody approved", id);
+                        prop_assert_eq!(
+                            p.approved_contents.clone(),
+                            Some(Contents::of(p).fingerprint()),
+                            "{} completed on contents nobody approved",
+                            id
+                        );
                     }
                 }
             } else {
                 // A way forward.
                 let checkpoint = self.checkpoint(id);
-                let waiting = self.conductor.lanes().get(id.as_str()).is_some_and(|l| l.waiting.is_some());
+                let waiting = self
+                    .conductor
+                    .lanes()
+                    .get(id.as_str())
+                    .is_some_and(|l| l.waiting.is_some());
                 let forward = match (&checkpoint, p.status) {
                     // Redrivable, or being redriven.
-                    (_, PurchaseStatus::NeedsAttention) => checkpoint.as_ref().is_some_and(|c| c.status == asl::ExecutionStatus::Failed) || waiting,
+                    (_, PurchaseStatus::NeedsAttention) => {
+                        checkpoint
+                            .as_ref()
+                            .is_some_and(|c| c.status == asl::ExecutionStatus::Failed)
+                            || waiting
+                    }
                     (Some(c), _) if c.status == asl::ExecutionStatus::Running => {
                         let parked = c.state_name == "AwaitReview";
-                        waiting || (parked && (p.status == PurchaseStatus::OnHold && p.review_token.is_some() || p.pending_notification().is_some()))
+                        waiting
+                            || (parked
+                                && (p.status == PurchaseStatus::OnHold && p.review_token.is_some()
+                                    || p.pending_notification().is_some()))
                     }
                     _ => false,
                 };
@@ -664,7 +858,10 @@ impl World {
                     p.status,
                     p.review_token,
                     checkpoint.map(|c| (c.state_name, c.status, c.task_token)),
-                    p.timeline.iter().map(|e| format!("{} {}", e.step, e.outcome)).collect::<Vec<_>>()
+                    p.timeline
+                        .iter()
+                        .map(|e| format!("{} {}", e.step, e.outcome))
+                        .collect::<Vec<_>>()
                 );
             }
         }
@@ -681,10 +878,18 @@ impl World {
                 let p = self.load(&id).await;
                 match p.status {
                     PurchaseStatus::OnHold => {
-                        self.call(Endpoint::ReviewPurchase, Some(&id), Some(json!({"decision": "reject"})), None, true).await;
+                        self.call(
+                            Endpoint::ReviewPurchase,
+                            Some(&id),
+                            Some(json!({"decision": "reject"})),
+                            None,
+                            true,
+                        )
+                        .await;
                     }
                     PurchaseStatus::NeedsAttention => {
-                        self.call(Endpoint::RedrivePurchase, Some(&id), None, None, true).await;
+                        self.call(Endpoint::RedrivePurchase, Some(&id), None, None, true)
+                            .await;
                     }
                     _ => {}
                 }
@@ -703,7 +908,12 @@ impl World {
         }
         for id in &self.purchases {
             let p = self.load(id).await;
-            prop_assert!(p.is_final(), "{id} never became final: {:?} {:?}", p.status, self.checkpoint(id).map(|c| (c.state_name, c.status)));
+            prop_assert!(
+                p.is_final(),
+                "{id} never became final: {:?} {:?}",
+                p.status,
+                self.checkpoint(id).map(|c| (c.state_name, c.status))
+            );
         }
         self.check().await
     }
@@ -733,20 +943,34 @@ fn generated_interleavings_keep_every_invariant() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(600);
-    let seed = std::env::var("INTERLEAVING_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| fastrand::u64(..));
+    let seed = std::env::var("INTERLEAVING_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
     println!("interleavings: {cases} cases, seed {seed} (replay with INTERLEAVING_SEED={seed})");
     let config = Config {
         cases,
         source_file: Some(file!()),
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
         ..Config::default()
     };
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(config, proptest::test_runner::TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &seed_bytes));
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        proptest::test_runner::TestRng::from_seed(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+            &seed_bytes,
+        ),
+    );
     let started = Instant::now();
     let result = runner.run(&proptest::collection::vec(op(), 1..40), run_case);
-    println!("interleavings: {cases} cases in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "interleavings: {cases} cases in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     if let Err(error) = result {
         panic!("{error}");
     }

@@ -86,7 +86,11 @@ async fn parked(mut setup: Setup, lines: &[(&str, u32)]) -> (Harness, String) {
     let id = h.create_ok(&purchase_body(lines, "tok_visa")).await;
     first.reached().await;
     let (status, body) = admin_post(&h, &format!("/purchases/{id}/apply-rules"), hold_rule()).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("ON_HOLD")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ON_HOLD")),
+        "{body}"
+    );
     first.open();
     h.wait_until(&id, waiting_for_review).await;
     (h, id)
@@ -120,7 +124,11 @@ async fn rules_are_not_bypassed_by_a_later_put_of_the_address() {
     let id = h.create_ok(&purchase_body(&[("mug", 1)], "tok_visa")).await;
     gate.reached().await; // EvaluateRules passed (GB), stock reserved
     let (status, body) = put(&h, &id, address("KP")).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("REJECTED")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("REJECTED")),
+        "{body}"
+    );
     gate.open();
     let p = h.wait_final(&id).await;
     assert_eq!(p["status"], "REJECTED", "{p:#}");
@@ -145,7 +153,9 @@ async fn rules_are_not_bypassed_by_a_later_put_of_the_products() {
         ]),
     )
     .await;
-    let id = h.create_ok(&purchase_body(&[("ebook", 1)], "tok_visa")).await;
+    let id = h
+        .create_ok(&purchase_body(&[("ebook", 1)], "tok_visa"))
+        .await;
     gate.reached().await; // rules passed for 1 e-book; not reserved yet
     let (status, body) = put(
         &h,
@@ -153,7 +163,11 @@ async fn rules_are_not_bypassed_by_a_later_put_of_the_products() {
         json!({"products": [{"id": "ebook", "quantity": 5}]}),
     )
     .await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("REJECTED")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("REJECTED")),
+        "{body}"
+    );
     gate.open();
     let p = h.wait_final(&id).await;
     assert_eq!(p["status"], "REJECTED");
@@ -186,7 +200,11 @@ async fn rules_are_not_bypassed_after_an_admin_approved_a_held_purchase() {
     let id = h.create_ok(&purchase_body(&[("mug", 1)], "tok_visa")).await;
     first.reached().await;
     let (status, body) = admin_post(&h, &format!("/purchases/{id}/apply-rules"), hold_rule()).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("ON_HOLD")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ON_HOLD")),
+        "{body}"
+    );
     first.open();
     h.wait_until(&id, waiting_for_review).await;
     let (status, body) = admin_post(
@@ -200,7 +218,11 @@ async fn rules_are_not_bypassed_after_an_admin_approved_a_held_purchase() {
     // The approval was of shipping to GB; KP is judged again, held again by
     // the manual review the purchase carries, and rejected by the default set.
     let (status, body) = put(&h, &id, address("KP")).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("REJECTED")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("REJECTED")),
+        "{body}"
+    );
     gate.open();
     let p = h.wait_final(&id).await;
     assert_eq!(p["status"], "REJECTED", "{p:#}");
@@ -216,12 +238,18 @@ async fn a_rule_rejecting_a_purchase_parked_in_review_wakes_the_workflow() {
         json!({"rules": [{"id": "manual-review", "parameters": {"reason": "fraud signals", "onViolation": "reject"}}]}),
     )
     .await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("REJECTED")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("REJECTED")),
+        "{body}"
+    );
     // Not 14 days later: now.
     let p = h.wait_final(&id).await;
     assert_eq!(p["status"], "REJECTED");
     assert!(
-        line_statuses(&p).iter().all(|s| s == "CANCELLED" || s == "RELEASED"),
+        line_statuses(&p)
+            .iter()
+            .all(|s| s == "CANCELLED" || s == "RELEASED"),
         "{p:#}"
     );
     assert_undone(&h, &id, &p, &[("mug", 100)]).await;
@@ -231,15 +259,27 @@ async fn a_rule_rejecting_a_purchase_parked_in_review_wakes_the_workflow() {
 async fn customers_read_no_stock_levels_provider_bodies_or_sdk_messages() {
     let h = Harness::start().await;
     // 1 poster in stock: ask for 3.
-    let out_of_stock = h.create_ok(&purchase_body(&[("poster", 3)], "tok_visa")).await;
+    let out_of_stock = h
+        .create_ok(&purchase_body(&[("poster", 3)], "tok_visa"))
+        .await;
     let declined = h
-        .create_ok(&purchase_body(&[("ebook", 1)], "tok_decline_insufficient_funds"))
+        .create_ok(&purchase_body(
+            &[("ebook", 1)],
+            "tok_decline_insufficient_funds",
+        ))
         .await;
     for id in [&out_of_stock, &declined] {
         let p = h.wait_final(id).await;
         for (step, outcome, detail) in timeline(&p) {
             let text = format!("{step} {outcome} {detail}");
-            for leak in ["requested", "available", "tok_", "http", "402", "card declined"] {
+            for leak in [
+                "requested",
+                "available",
+                "tok_",
+                "http",
+                "402",
+                "card declined",
+            ] {
                 assert!(!text.contains(leak), "the timeline leaks {leak:?}: {text}");
             }
             assert!(
@@ -280,7 +320,11 @@ async fn a_put_of_products_before_the_reservation_is_what_gets_reserved() {
     let p = h.wait_final(&id).await;
     assert_eq!(p["status"], "COMPLETED");
     assert_eq!(p["products"][0]["id"], "ebook");
-    assert_eq!(h.stock("mug").await, 100, "the old lines were never reserved");
+    assert_eq!(
+        h.stock("mug").await,
+        100,
+        "the old lines were never reserved"
+    );
     assert_eq!(h.stock("ebook").await, 97);
     assert_eq!(h.account(&id), (3000, 0));
     // Once stock is held, the lines cannot change any more.
@@ -290,11 +334,23 @@ async fn a_put_of_products_before_the_reservation_is_what_gets_reserved() {
         ..Setup::default()
     })
     .await;
-    let id2 = h2.create_ok(&purchase_body(&[("mug", 2)], "tok_visa")).await;
+    let id2 = h2
+        .create_ok(&purchase_body(&[("mug", 2)], "tok_visa"))
+        .await;
     gate2.reached().await;
-    let (status, body) = put(&h2, &id2, json!({"products": [{"id": "ebook", "quantity": 1}]})).await;
+    let (status, body) = put(
+        &h2,
+        &id2,
+        json!({"products": [{"id": "ebook", "quantity": 1}]}),
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("before stock is reserved"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("before stock is reserved")
+    );
     gate2.open();
     let p = h2.wait_final(&id2).await;
     assert_eq!(line_statuses(&p), ["PROVISIONED"]);
@@ -386,7 +442,9 @@ async fn steps_do_nothing_on_a_purchase_failed_before_they_ran() {
         ..Setup::default()
     })
     .await;
-    let (status, body) = h.create(CUSTOMER, &purchase_body(&[("mug", 1)], "tok_visa")).await;
+    let (status, body) = h
+        .create(CUSTOMER, &purchase_body(&[("mug", 1)], "tok_visa"))
+        .await;
     assert_eq!(status, 500, "{body}");
     assert!(!body.to_string().contains("AccessDenied"), "{body}");
     gate.reached().await; // the execution runs after all
@@ -394,22 +452,45 @@ async fn steps_do_nothing_on_a_purchase_failed_before_they_ran() {
         .send(Method::GET, "/purchases", &h.customer_token(CUSTOMER), None)
         .await
         .1;
-    let id = listed["purchases"][0]["purchaseId"].as_str().unwrap().to_owned();
+    let id = listed["purchases"][0]["purchaseId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let p = h.get(&id).await;
-    assert_eq!((p["status"].as_str(), p["failureReason"].as_str()), (Some("FAILED"), Some("WORKFLOW_START_FAILED")));
+    assert_eq!(
+        (p["status"].as_str(), p["failureReason"].as_str()),
+        (Some("FAILED"), Some("WORKFLOW_START_FAILED"))
+    );
     gate.open();
     // Let the stray execution run its course: it must change nothing.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while h.system.workflow.checkpoint(&id).unwrap().is_none_or(|c| c.status == asl::ExecutionStatus::Running) {
-        assert!(std::time::Instant::now() < deadline, "the stray execution never ended");
+    while h
+        .system
+        .workflow
+        .checkpoint(&id)
+        .unwrap()
+        .is_none_or(|c| c.status == asl::ExecutionStatus::Running)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stray execution never ended"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let after = h.get(&id).await;
     assert_eq!(after["status"], "FAILED");
     assert_eq!(after["paymentStatus"], "NOT_CHARGED");
-    assert_eq!(h.payments.requests().len(), 0, "nothing asked of the payment provider");
+    assert_eq!(
+        h.payments.requests().len(),
+        0,
+        "nothing asked of the payment provider"
+    );
     assert_eq!(h.stock("mug").await, 100);
-    assert!(!timeline(&after).iter().any(|(_, _, d)| d.contains("AccessDenied")));
+    assert!(
+        !timeline(&after)
+            .iter()
+            .any(|(_, _, d)| d.contains("AccessDenied"))
+    );
 }
 
 #[tokio::test]
@@ -420,7 +501,9 @@ async fn an_idempotency_key_does_not_replay_an_answer_that_says_retry() {
         ..Setup::default()
     })
     .await;
-    let id = h.create_ok(&purchase_body(&[("ebook", 1)], "tok_visa")).await;
+    let id = h
+        .create_ok(&purchase_body(&[("ebook", 1)], "tok_visa"))
+        .await;
     first.reached().await;
     let review = |key: &'static str| {
         let h = &h;
@@ -435,7 +518,10 @@ async fn an_idempotency_key_does_not_replay_an_answer_that_says_retry() {
                 .send()
                 .await
                 .unwrap();
-            (response.status().as_u16(), response.headers().contains_key("idempotent-replayed"))
+            (
+                response.status().as_u16(),
+                response.headers().contains_key("idempotent-replayed"),
+            )
         }
     };
     // Not on hold yet: 409.
@@ -452,7 +538,9 @@ async fn an_idempotency_key_does_not_replay_an_answer_that_says_retry() {
 #[tokio::test]
 async fn the_timeline_stays_bounded_however_often_a_purchase_changes() {
     let h = Harness::start().await;
-    let id = h.create_ok(&purchase_body(&[("ebook", 1)], "tok_slow")).await;
+    let id = h
+        .create_ok(&purchase_body(&[("ebook", 1)], "tok_slow"))
+        .await;
     for i in 0..120 {
         let country = if i % 2 == 0 { "FR" } else { "DE" };
         let (status, body) = put(&h, &id, address(country)).await;
@@ -460,7 +548,11 @@ async fn the_timeline_stays_bounded_however_often_a_purchase_changes() {
     }
     let p = h.get(&id).await;
     let entries = p["timeline"].as_array().unwrap();
-    assert!(entries.len() <= shared::domain::purchase::MAX_TIMELINE_ENTRIES, "{}", entries.len());
+    assert!(
+        entries.len() <= shared::domain::purchase::MAX_TIMELINE_ENTRIES,
+        "{}",
+        entries.len()
+    );
     assert_eq!(entries[0]["step"], "Earlier");
     assert_eq!(p["shippingAddress"]["country"], "DE");
     // Still writable, and still cancellable.

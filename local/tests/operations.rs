@@ -60,7 +60,10 @@ async fn redrive(h: &Harness, id: &str) -> (u16, Value) {
 fn assert_balanced(h: &Harness, id: &str, p: &Value) {
     let (captured, refunded) = h.account(id);
     if p["status"] == "COMPLETED" {
-        assert_eq!((captured, refunded), (p["totalAmount"].as_i64().unwrap(), 0));
+        assert_eq!(
+            (captured, refunded),
+            (p["totalAmount"].as_i64().unwrap(), 0)
+        );
     } else {
         assert_eq!(captured, refunded, "money kept: {p:#}");
         assert!(h.delivered(id).is_empty(), "goods kept: {p:#}");
@@ -103,9 +106,14 @@ async fn a_cancel_during_a_slow_provisioning_takes_back_what_was_delivered() {
         ))
         .await;
     // Paid: the course is being delivered (it takes SLOW_DELIVERY).
-    h.wait_until(&id, |p| p["paymentStatus"] == "CAPTURED").await;
+    h.wait_until(&id, |p| p["paymentStatus"] == "CAPTURED")
+        .await;
     let (status, body) = h.cancel(&id).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("CANCELLED")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("CANCELLED")),
+        "{body}"
+    );
     let p = h.wait_final(&id).await;
     assert_eq!(p["status"], "CANCELLED");
     assert_eq!(line(&p, "slow-provision-course"), "REVOKED", "{p:#}");
@@ -140,7 +148,10 @@ async fn a_revocation_that_keeps_failing_needs_attention_until_redriven() {
     let stuck = h
         .wait_until(&id, |p| p["status"] == "NEEDS_ATTENTION")
         .await;
-    assert_eq!(stuck["attention"]["failedStep"], "RevokeProducts", "{stuck:#}");
+    assert_eq!(
+        stuck["attention"]["failedStep"], "RevokeProducts",
+        "{stuck:#}"
+    );
     assert!(!is_final(&stuck));
     assert_eq!(line(&stuck, "ebook"), "PROVISIONED");
     // The execution failed where a redrive resumes it.
@@ -229,7 +240,10 @@ impl BadStart {
 #[async_trait]
 impl Workflow for BadStart {
     async fn start(&self, id: &PurchaseId) -> Result<(), WorkflowError> {
-        if self.misbehaved.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if self
+            .misbehaved
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             return self.inner.start(id).await;
         }
         if self.starts {
@@ -303,12 +317,18 @@ async fn the_reconciler_starts_a_purchase_whose_workflow_never_started() {
         ..Setup::default()
     })
     .await;
-    let (status, _) = h.create(CUSTOMER, &purchase_body(&[("mug", 1)], "tok_visa")).await;
+    let (status, _) = h
+        .create(CUSTOMER, &purchase_body(&[("mug", 1)], "tok_visa"))
+        .await;
     assert_eq!(status, 503);
     let id = only_purchase(&h).await;
     assert_eq!(h.get(&id).await["status"], "PENDING");
     // Younger than the age the reconciler waits for: left alone.
-    let findings = h.system.reconcile(Some(Duration::from_secs(300))).await.unwrap();
+    let findings = h
+        .system
+        .reconcile(Some(Duration::from_secs(300)))
+        .await
+        .unwrap();
     assert_eq!(findings.examined, 0);
     let findings = h.system.reconcile(Some(Duration::ZERO)).await.unwrap();
     assert_eq!(findings.started, 1, "{findings:?}");
@@ -328,7 +348,9 @@ async fn a_purchase_stranded_by_a_process_that_died_before_its_first_checkpoint_
         ..Setup::default()
     })
     .await;
-    let (status, _) = h.create(CUSTOMER, &purchase_body(&[("ebook", 2)], "tok_visa")).await;
+    let (status, _) = h
+        .create(CUSTOMER, &purchase_body(&[("ebook", 2)], "tok_visa"))
+        .await;
     assert_eq!(status, 503);
     let id = only_purchase(&h).await;
     // The process dies with the purchase stored and no execution journaled.
@@ -359,7 +381,9 @@ impl Workflow for DeniedNotify {
     }
     async fn notify(&self, token: &str, decision: TaskDecision) -> Result<(), WorkflowError> {
         if !self.healed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(WorkflowError::Failed("injected: AccessDeniedException".into()));
+            return Err(WorkflowError::Failed(
+                "injected: AccessDeniedException".into(),
+            ));
         }
         self.inner.notify(token, decision).await
     }
@@ -384,11 +408,18 @@ async fn a_callback_that_is_refused_fails_loudly_and_keeps_the_token() {
         ..Setup::default()
     })
     .await;
-    let id = h.create_ok(&purchase_body(&[("ebook", 1)], "tok_visa")).await;
+    let id = h
+        .create_ok(&purchase_body(&[("ebook", 1)], "tok_visa"))
+        .await;
     first.reached().await;
     let hold = json!({"rules": [{"id": "manual-review", "parameters": {"reason": "check", "onViolation": "hold"}}]});
     let (status, _, _) = h
-        .send(Method::POST, &format!("/purchases/{id}/apply-rules"), &h.admin_token(), Some(&hold))
+        .send(
+            Method::POST,
+            &format!("/purchases/{id}/apply-rules"),
+            &h.admin_token(),
+            Some(&hold),
+        )
         .await;
     assert_eq!(status, 200);
     first.open();
@@ -398,7 +429,12 @@ async fn a_callback_that_is_refused_fails_loudly_and_keeps_the_token() {
     .await;
     let review = json!({"decision": "approve"});
     let (status, body, _) = h
-        .send(Method::POST, &format!("/purchases/{id}/review"), &h.admin_token(), Some(&review))
+        .send(
+            Method::POST,
+            &format!("/purchases/{id}/review"),
+            &h.admin_token(),
+            Some(&review),
+        )
         .await;
     // Not "gone": a 5xx, and the workflow still waits for this decision.
     assert_eq!(status, 500, "{body}");
@@ -407,7 +443,12 @@ async fn a_callback_that_is_refused_fails_loudly_and_keeps_the_token() {
     assert_eq!(parked.state_name, "AwaitReview");
     healed.store(true, std::sync::atomic::Ordering::SeqCst);
     let (status, body, _) = h
-        .send(Method::POST, &format!("/purchases/{id}/review"), &h.admin_token(), Some(&review))
+        .send(
+            Method::POST,
+            &format!("/purchases/{id}/review"),
+            &h.admin_token(),
+            Some(&review),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let p = h.wait_final(&id).await;

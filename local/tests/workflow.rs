@@ -127,7 +127,13 @@ async fn provisioning_failure_refunds_and_releases() {
     assert_eq!(h.stock("mug").await, 100);
     assert_eq!(h.stock("fail-provision-key").await, 100);
     assert_eq!((h.payments.captures(), h.payments.refunds()), (1, 1));
-    assert_eq!(h.account(&id), (p["totalAmount"].as_i64().unwrap(), p["totalAmount"].as_i64().unwrap()));
+    assert_eq!(
+        h.account(&id),
+        (
+            p["totalAmount"].as_i64().unwrap(),
+            p["totalAmount"].as_i64().unwrap()
+        )
+    );
     h.assert_payments_asked_sensibly();
 }
 

@@ -61,6 +61,9 @@ use shared::steps::{Step, StepDeps, StepError};
 /// The scheduled function that is neither an endpoint nor a step
 /// (`functions/reconcile-purchases`, `shared::lambda::run_reconciler`).
 const RECONCILER: &str = "reconcile-purchases";
+/// The review console's static files (`functions/console`): no endpoint of
+/// the API, no step, no AWS calls.
+const CONSOLE: &str = "console";
 
 // ---------------------------------------------------------------- files
 
@@ -188,7 +191,7 @@ fn rust_functions() -> BTreeSet<String> {
         .iter()
         .map(|e| e.function_name().to_owned())
         .chain(Step::ALL.iter().map(|s| s.function_name().to_owned()))
-        .chain([RECONCILER.to_owned()])
+        .chain([RECONCILER.to_owned(), CONSOLE.to_owned()])
         .collect()
 }
 
@@ -378,7 +381,7 @@ fn every_template_function_is_a_workspace_binary_and_every_binary_is_in_the_temp
     assert_eq!(
         in_workspace,
         rust_functions(),
-        "functions/* (left) vs Endpoint::ALL + Step::ALL + the reconciler (right)"
+        "functions/* (left) vs Endpoint::ALL + Step::ALL + the reconciler + the console (right)"
     );
     let main = read(&format!("functions/{RECONCILER}/src/main.rs"));
     assert!(
@@ -886,6 +889,7 @@ fn expected_grants(function: &str) -> BTreeSet<Grant> {
             grants.push(("states:DescribeExecution", EXECUTIONS));
             grants.extend(deliver_decision);
         }
+        CONSOLE => {} // serves embedded files only
         other => panic!("no expected grants for {other}: add them here and in docs/deploy.md"),
     }
     grants

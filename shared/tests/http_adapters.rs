@@ -437,6 +437,22 @@ async fn payment_statuses_worth_retrying_are_transient() {
 }
 
 #[tokio::test]
+async fn a_redirect_is_not_followed_but_read_as_a_set_up_to_fix() {
+    let provider = Provider::answering(text_answer(302, "moved")).await;
+    let payments = HttpPaymentGateway::new(
+        &provider.base,
+        shared::adapters::http_client::http_client().unwrap(),
+    );
+    let capture = payments.capture(&capture_request()).await;
+    assert!(
+        matches!(&capture, Err(PaymentError::Misconfigured(_))),
+        "capture 302: {capture:?}"
+    );
+    // One POST, and no GET to wherever it pointed.
+    assert_eq!(provider.received().len(), 1);
+}
+
+#[tokio::test]
 async fn payment_credentials_refused_are_misconfigured_never_declined() {
     for status in MISCONFIGURED_STATUSES {
         let provider = Provider::answering(text_answer(status, "bad api key")).await;
@@ -808,7 +824,7 @@ fn status_classes_are_the_documented_ones() {
     for status in [408, 409, 429, 500, 501, 502, 503, 504, 599] {
         assert_eq!(class(status), StatusClass::Retry, "{status}");
     }
-    for status in [401, 403] {
+    for status in [300, 301, 302, 307, 308, 401, 403] {
         assert_eq!(class(status), StatusClass::Misconfigured, "{status}");
     }
     for status in [400, 402, 404, 405, 410, 413, 422, 451, 499] {

@@ -101,7 +101,7 @@ impl Default for Setup {
 /// `PURCHASE_TEST_STORE=dynamodb` runs the same tests against the DynamoDB
 /// store on the moto server at `AWS_TEST_ENDPOINT` (scripts/test.sh does a
 /// second run so), each harness with tables of its own.
-fn store_under_test() -> StoreChoice {
+pub fn store_under_test() -> StoreChoice {
     match std::env::var("PURCHASE_TEST_STORE").as_deref() {
         Ok("dynamodb") => {
             let endpoint = std::env::var("AWS_TEST_ENDPOINT")

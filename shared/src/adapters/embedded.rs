@@ -384,16 +384,23 @@ impl Inventory for EmbeddedStore {
     }
 }
 
+/// The record stored under `key`, expired or not.
+fn stored_record(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    match table.get(key).map_err(internal)? {
+        Some(bytes) => decode(bytes.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// The record stored under `key`, unless it has expired.
 fn live_record(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<Option<IdempotencyRecord>, StoreError> {
-    let Some(bytes) = table.get(key).map_err(internal)? else {
-        return Ok(None);
-    };
-    let record: IdempotencyRecord = decode(bytes.value())?;
-    Ok((record.expires_at > Utc::now()).then_some(record))
+    Ok(stored_record(table, key)?.filter(|record| record.expires_at > Utc::now()))
 }
 
 #[async_trait]
@@ -403,12 +410,22 @@ impl IdempotencyStore for EmbeddedStore {
         self.write(move |txn| {
             let mut table = txn.open_table(IDEMPOTENCY).map_err(internal)?;
             let mut claimed = record.clone();
-            if let Some(existing) = live_record(&table, &record.key)? {
-                let released = !existing.in_flight && existing.response.is_none();
-                if !released || existing.fingerprint != record.fingerprint {
-                    return Ok(Claim::Taken(existing));
+            match stored_record(&table, &record.key)? {
+                Some(existing) if existing.expires_at > Utc::now() => {
+                    let released = !existing.in_flight && existing.response.is_none();
+                    if !released || existing.fingerprint != record.fingerprint {
+                        return Ok(Claim::Taken(existing));
+                    }
+                    claimed.resource_id = existing.resource_id.or(claimed.resource_id);
                 }
-                claimed.resource_id = existing.resource_id.or(claimed.resource_id);
+                // The same request, whose attempt died in flight: continue
+                // with what it chose (it may have stored it already).
+                Some(existing)
+                    if existing.in_flight && existing.fingerprint == record.fingerprint =>
+                {
+                    claimed.resource_id = existing.resource_id.or(claimed.resource_id);
+                }
+                _ => {}
             }
             let bytes = encode(&claimed)?;
             table

@@ -262,12 +262,10 @@ impl Provisioner for SimulatedProvisioner {
         purchase_id: &PurchaseId,
         line: &PurchaseLine,
     ) -> Result<(), ProvisioningError> {
-        self.books()?
-            .requests
-            .push(ProvisioningRequest::Provision {
-                purchase_id: purchase_id.clone(),
-                product_id: line.id.clone(),
-            });
+        self.books()?.requests.push(ProvisioningRequest::Provision {
+            purchase_id: purchase_id.clone(),
+            product_id: line.id.clone(),
+        });
         if line.id.as_str().starts_with("slow-provision") {
             tokio::time::sleep(self.slow).await;
         }

@@ -21,7 +21,11 @@ pub struct App {
 
 impl App {
     /// Who is calling, refused unless it holds `scope`.
-    pub async fn authenticate(&self, request: &ApiRequest, scope: Scope) -> Result<Caller, ApiError> {
+    pub async fn authenticate(
+        &self,
+        request: &ApiRequest,
+        scope: Scope,
+    ) -> Result<Caller, ApiError> {
         let caller = self.auth.authenticate(&request.headers).await?;
         caller.require(scope)?;
         Ok(caller)

@@ -3,8 +3,8 @@
 
 use super::app::App;
 use super::purchases::{
-    apply_rules, cancel_purchase, create_purchase, get_purchase, list_purchases,
-    redrive_purchase, review_purchase, update_purchase,
+    apply_rules, cancel_purchase, create_purchase, get_purchase, list_purchases, redrive_purchase,
+    review_purchase, update_purchase,
 };
 use super::request::{ApiRequest, ApiResponse};
 use super::rule_sets::{

@@ -66,7 +66,14 @@ pub async fn create_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
             &caller,
             request,
             Some(fresh_id.clone()),
-            |id| create(app, request, &caller, PurchaseId::new(id.unwrap_or(fresh_id))),
+            |id| {
+                create(
+                    app,
+                    request,
+                    &caller,
+                    PurchaseId::new(id.unwrap_or(fresh_id)),
+                )
+            },
         )
         .await
     })
@@ -100,11 +107,8 @@ async fn create(
     );
     let purchase = match app.purchases.create_purchase(&purchase).await {
         Ok(()) => {
-            for effect in &effects {
-                if let Effect::Count(event) = effect {
-                    crate::observability::metrics::record(*event, purchase.purchase_id.as_str());
-                }
-            }
+            // Starting the workflow is done below, for retries too.
+            service::record_counts(&purchase.purchase_id, effects);
             tracing::info!(purchase_id = %purchase.purchase_id, customer_id = %purchase.customer_id, "purchase created");
             purchase
         }
@@ -138,9 +142,7 @@ async fn create(
 /// marked `FAILED`.
 async fn start_workflow(app: &App, purchase: Purchase) -> Result<Purchase, ApiError> {
     let id = purchase.purchase_id.clone();
-    if purchase.status != PurchaseStatus::Pending
-        || purchase.products.iter().any(|l| l.status != crate::domain::purchase::LineStatus::Pending)
-    {
+    if !purchase.is_untouched() {
         return Ok(purchase); // the workflow has it already
     }
     let error = match app.workflow.start(&id).await {
@@ -270,7 +272,8 @@ async fn cancel(app: &App, request: &ApiRequest, caller: &Caller) -> Result<ApiR
     let id = path_id(request)?;
     let before = load_visible(app, caller, &id).await?;
     let by = caller.customer_id.as_str();
-    let transition = service::apply(app.purchases.as_ref(), &id, |_| Command::Cancel { by }).await?;
+    let transition =
+        service::apply(app.purchases.as_ref(), &id, |_| Command::Cancel { by }).await?;
     notify(app, &transition).await?;
     let message = if before.status == PurchaseStatus::Cancelled || !transition.written {
         "purchase was already cancelled"
@@ -337,12 +340,6 @@ pub async fn apply_rules(app: &App, request: &ApiRequest) -> ApiResponse {
         let (transition, message) = loop {
             attempt += 1;
             let current = load_visible(app, &caller, &id).await?;
-            if current.status.is_terminal() || current.status == PurchaseStatus::NeedsAttention {
-                return Err(ApiError::Conflict(format!(
-                    "purchase {id} is {} and its rules can no longer change its outcome",
-                    current.status
-                )));
-            }
             let facts = service::rule_facts(app.purchases.as_ref(), &rules, &current).await?;
             let judgement = rules.judge(&current, &facts, Utc::now());
             let result = service::apply(app.purchases.as_ref(), &id, |_| Command::ApplyRules {
@@ -382,12 +379,18 @@ pub async fn redrive_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
     .await
 }
 
-async fn redrive(app: &App, request: &ApiRequest, caller: &Caller) -> Result<ApiResponse, ApiError> {
+async fn redrive(
+    app: &App,
+    request: &ApiRequest,
+    caller: &Caller,
+) -> Result<ApiResponse, ApiError> {
     let id = path_id(request)?;
     load_visible(app, caller, &id).await?;
     let by = caller.customer_id.as_str();
-    let transition =
-        service::apply(app.purchases.as_ref(), &id, |_| Command::RequestRedrive { by }).await?;
+    let transition = service::apply(app.purchases.as_ref(), &id, |_| Command::RequestRedrive {
+        by,
+    })
+    .await?;
     if transition.effects.contains(&Effect::Redrive) {
         app.workflow.redrive(&id).await?;
     }

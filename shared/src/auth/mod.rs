@@ -29,7 +29,6 @@ use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-
 /// Why a caller was not let in. The API maps it to 401, 403 or 503 and logs
 /// the reason with the request id; the reason is never sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -42,7 +42,7 @@ use super::purchase::{
     Attention, FailureReason, LineStatus, PaymentDetails, PaymentStatus, ProductKind, Purchase,
     PurchaseLine, PurchaseStatus, ShippingAddress, ShippingStatus, TaskDecision,
 };
-use super::rules::{Contents, Facts, Judgement, RuleRequest, RuleSet, MAX_RULES};
+use super::rules::{Contents, Facts, Judgement, MAX_RULES, RuleRequest, RuleSet};
 
 /// At most this many rule results are kept on a purchase (the newest).
 pub const MAX_RULE_RESULTS: usize = 100;
@@ -488,9 +488,7 @@ impl<'a> Draft<'a> {
     fn start_failed(&mut self) {
         // Only a purchase nothing has happened to: if the workflow did run
         // after all, it owns the purchase.
-        if self.p.status != PurchaseStatus::Pending
-            || self.p.products.iter().any(|l| l.status != LineStatus::Pending)
-        {
+        if !self.p.is_untouched() {
             return;
         }
         self.fail(FailureReason::WorkflowStartFailed);
@@ -535,7 +533,11 @@ impl<'a> Draft<'a> {
             let before_reservation = matches!(
                 self.p.status,
                 PurchaseStatus::Pending | PurchaseStatus::OnHold
-            ) && self.p.products.iter().all(|l| l.status == LineStatus::Pending);
+            ) && self
+                .p
+                .products
+                .iter()
+                .all(|l| l.status == LineStatus::Pending);
             if !before_reservation {
                 return Err(DomainError::NotAllowed(format!(
                     "purchase {} is {}: products can only change before stock is reserved",
@@ -625,7 +627,8 @@ impl<'a> Draft<'a> {
     /// judgement is of all the purchase's rules, so these contents need not
     /// be judged again.
     fn apply_judgement(&mut self, judgement: Judgement, step: &str, all_rules: bool) {
-        let approved = self.p.approved_contents.as_deref() == Some(&Contents::of(&self.p).fingerprint());
+        let approved =
+            self.p.approved_contents.as_deref() == Some(&Contents::of(&self.p).fingerprint());
         let verdict = match judgement.verdict() {
             Some(PurchaseStatus::OnHold) if approved => None,
             verdict => verdict,
@@ -744,7 +747,11 @@ impl<'a> Draft<'a> {
 
     fn out_of_stock(&mut self, product: &ProductId) {
         if self.p.status.is_terminal()
-            || self.p.products.iter().any(|l| l.status != LineStatus::Pending)
+            || self
+                .p
+                .products
+                .iter()
+                .any(|l| l.status != LineStatus::Pending)
         {
             return;
         }
@@ -1082,7 +1089,10 @@ impl<'a> Draft<'a> {
         }
         self.close_unstarted_parts();
         self.p.finalized_at = Some(self.now);
-        let reason = self.p.failure_reason.filter(|_| self.p.status == PurchaseStatus::Failed);
+        let reason = self
+            .p
+            .failure_reason
+            .filter(|_| self.p.status == PurchaseStatus::Failed);
         let status = self.p.status;
         self.record(
             "FinalizePurchase",
@@ -1221,7 +1231,11 @@ mod tests {
         assert_eq!(p.status, PurchaseStatus::Rejected);
         assert_eq!(p.timeline.last().unwrap().step, "Rules");
         // Without the rules at hand, a judged purchase's contents cannot change.
-        let fresh = run(&purchase(&[("a", 1)], "EUR", "DE"), Command::EvaluateRules { rules: &kp }).0;
+        let fresh = run(
+            &purchase(&[("a", 1)], "EUR", "DE"),
+            Command::EvaluateRules { rules: &kp },
+        )
+        .0;
         let error = refused(
             &fresh,
             Command::Update {
@@ -1261,9 +1275,10 @@ mod tests {
     #[test]
     fn invariant_1_a_judgement_of_changed_contents_is_stale() {
         let p = purchase(&[("a", 1)], "EUR", "DE");
-        let rule: Vec<RuleRequest> =
-            serde_json::from_value(json!([{"id": "blocked-countries", "parameters": {"countries": ["KP"]}}]))
-                .unwrap();
+        let rule: Vec<RuleRequest> = serde_json::from_value(
+            json!([{"id": "blocked-countries", "parameters": {"countries": ["KP"]}}]),
+        )
+        .unwrap();
         let set = RuleSet::from_requests(&rule, "rules", "admin").unwrap();
         let judgement = set.judge(&p, &Facts::default(), now());
         // The address changes before the judgement is written.
@@ -1327,7 +1342,9 @@ mod tests {
                 by: "c-1",
             },
         );
-        assert!(matches!(error, DomainError::NotAllowed(m) if m.contains("before stock is reserved")));
+        assert!(
+            matches!(error, DomainError::NotAllowed(m) if m.contains("before stock is reserved"))
+        );
         // Releasing gives back exactly what the lines held.
         let cancelled = run(&p, Command::Cancel { by: "c-1" }).0;
         let (released, decision) = run(&cancelled, Command::ReleaseStock { outcome: FAILED });
@@ -1335,7 +1352,12 @@ mod tests {
             decision.stock,
             StockChange::GiveBack(vec![(ProductId::new("a"), 2), (ProductId::new("b"), 1)])
         );
-        assert!(released.products.iter().all(|l| l.status == LineStatus::Released));
+        assert!(
+            released
+                .products
+                .iter()
+                .all(|l| l.status == LineStatus::Released)
+        );
     }
 
     #[test]
@@ -1371,9 +1393,10 @@ mod tests {
             assert_eq!(delivered.review_token, None);
         }
         // ...and a rule rejecting the parked purchase is delivered too.
-        let reject: Vec<RuleRequest> =
-            serde_json::from_value(json!([{"id": "manual-review", "parameters": {"reason": "no"}}]))
-                .unwrap();
+        let reject: Vec<RuleRequest> = serde_json::from_value(
+            json!([{"id": "manual-review", "parameters": {"reason": "no"}}]),
+        )
+        .unwrap();
         let judgement = RuleSet::from_requests(&reject, "rules", "admin")
             .unwrap()
             .judge(&p, &Facts::default(), now());
@@ -1408,7 +1431,10 @@ mod tests {
         );
         // Once delivered, reviewing an approved purchase is a conflict.
         let (delivered, _) = run(&approved, Command::NotificationDelivered { token: "tok-1" });
-        assert!(matches!(refused(&delivered, approve()), DomainError::NotAllowed(_)));
+        assert!(matches!(
+            refused(&delivered, approve()),
+            DomainError::NotAllowed(_)
+        ));
     }
 
     #[test]
@@ -1430,13 +1456,27 @@ mod tests {
         let (failed, _) = run(&p, Command::StartFailed);
         assert_eq!(failed.status, PurchaseStatus::Failed);
         assert!(failed.is_final());
-        for command in [Command::ReserveStock, Command::BeginCapture, Command::BeginProvisioning] {
+        for command in [
+            Command::ReserveStock,
+            Command::BeginCapture,
+            Command::BeginProvisioning,
+        ] {
             assert!(matches!(refused(&failed, command), DomainError::Stopped(_)));
         }
         let mut done = paid(&[("a", 1)]);
-        done = run(&done, Command::LineProvisioned { product: &ProductId::new("a") }).0;
+        done = run(
+            &done,
+            Command::LineProvisioned {
+                product: &ProductId::new("a"),
+            },
+        )
+        .0;
         assert_eq!(done.status, PurchaseStatus::Completed);
-        for command in [Command::ReserveStock, Command::BeginCapture, Command::BeginProvisioning] {
+        for command in [
+            Command::ReserveStock,
+            Command::BeginCapture,
+            Command::BeginProvisioning,
+        ] {
             let decision = decide(&done, command, now()).unwrap();
             assert!(decision.next.is_none() && decision.effects.is_empty());
         }
@@ -1445,7 +1485,13 @@ mod tests {
     #[test]
     fn invariant_4_undoing_never_touches_a_completed_purchase() {
         let mut done = paid(&[("a", 1)]);
-        done = run(&done, Command::LineProvisioned { product: &ProductId::new("a") }).0;
+        done = run(
+            &done,
+            Command::LineProvisioned {
+                product: &ProductId::new("a"),
+            },
+        )
+        .0;
         for command in [
             Command::BeginRevoke { outcome: FAILED },
             Command::BeginRefund { outcome: FAILED },
@@ -1464,18 +1510,30 @@ mod tests {
         let (p, _) = run(&p, Command::ReserveStock);
         let (p, decision) = run(&p, Command::BeginCapture);
         assert!(decision.next.is_none());
-        assert!(matches!(decision.effects[0], Effect::Capture { ref idempotency_key, .. } if idempotency_key == "capture-p-1"));
+        assert!(
+            matches!(decision.effects[0], Effect::Capture { ref idempotency_key, .. } if idempotency_key == "capture-p-1")
+        );
         let (p, _) = run(&p, Command::Cancel { by: "c-1" });
         let (p, _) = run(&p, Command::PaymentCaptured { reference: "ref" });
-        assert_eq!((p.status, p.payment_status), (PurchaseStatus::Cancelled, PaymentStatus::Captured));
+        assert_eq!(
+            (p.status, p.payment_status),
+            (PurchaseStatus::Cancelled, PaymentStatus::Captured)
+        );
         let (_, refund) = run(&p, Command::BeginRefund { outcome: FAILED });
-        assert!(matches!(&refund.effects[0], Effect::Refund { idempotency_key, amount } if idempotency_key == "refund-p-1" && amount.amount == 100));
+        assert!(
+            matches!(&refund.effects[0], Effect::Refund { idempotency_key, amount } if idempotency_key == "refund-p-1" && amount.amount == 100)
+        );
     }
 
     #[test]
     fn delivered_lines_are_revoked_before_the_refund() {
         let p = paid(&[("ebook", 1), ("fail-provision-license", 1)]);
-        let (p, _) = run(&p, Command::LineProvisioned { product: &ProductId::new("ebook") });
+        let (p, _) = run(
+            &p,
+            Command::LineProvisioned {
+                product: &ProductId::new("ebook"),
+            },
+        );
         let (p, _) = run(
             &p,
             Command::ProvisioningRefused {
@@ -1496,7 +1554,10 @@ mod tests {
                 outcome,
             },
         );
-        assert_eq!(decision.stock, StockChange::GiveBack(vec![(ProductId::new("ebook"), 1)]));
+        assert_eq!(
+            decision.stock,
+            StockChange::GiveBack(vec![(ProductId::new("ebook"), 1)])
+        );
         assert_eq!(p.products[0].status, LineStatus::Revoked);
         let (p, _) = run(&p, Command::Refunded { outcome });
         let (p, _) = run(&p, Command::ReleaseStock { outcome });
@@ -1521,7 +1582,11 @@ mod tests {
         );
         assert_eq!(stuck.status, PurchaseStatus::NeedsAttention);
         assert_eq!(stuck.payment_status, PaymentStatus::RefundFailed);
-        assert!(decision.effects.contains(&Effect::Count(PurchaseEvent::NeedsAttention)));
+        assert!(
+            decision
+                .effects
+                .contains(&Effect::Count(PurchaseEvent::NeedsAttention))
+        );
         assert!(!stuck.is_final());
         // Nothing but a redrive moves it: it is cancelled already.
         assert!(run(&stuck, Command::Cancel { by: "c-1" }).1.next.is_none());
@@ -1541,7 +1606,10 @@ mod tests {
         let (_, refund) = run(&resumed, Command::BeginRefund { outcome: FAILED });
         assert!(matches!(refund.effects[0], Effect::Refund { .. }));
         // A purchase that does not need attention has nothing to redrive.
-        assert!(matches!(refused(&resumed, Command::RequestRedrive { by: "admin" }), DomainError::NotAllowed(_)));
+        assert!(matches!(
+            refused(&resumed, Command::RequestRedrive { by: "admin" }),
+            DomainError::NotAllowed(_)
+        ));
     }
 
     #[test]
@@ -1566,7 +1634,15 @@ mod tests {
         assert_eq!(fold.step, FOLDED_STEP);
         // Everything is accounted for: the create and each update, in the
         // fold or after it (no rules: no judgement to tell).
-        let folded: usize = fold.detail.as_deref().unwrap().split(' ').next().unwrap().parse().unwrap();
+        let folded: usize = fold
+            .detail
+            .as_deref()
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(folded + p.timeline.len() - 1, 1 + MAX_TIMELINE_ENTRIES * 3);
         assert_eq!(p.timeline.last().unwrap().step, "Update");
     }
@@ -1574,11 +1650,23 @@ mod tests {
     #[test]
     fn invariant_6_the_timeline_never_carries_stock_levels() {
         let p = purchase(&[("a", 3)], "EUR", "DE");
-        let (p, _) = run(&p, Command::OutOfStock { product: &ProductId::new("a") });
+        let (p, _) = run(
+            &p,
+            Command::OutOfStock {
+                product: &ProductId::new("a"),
+            },
+        );
         let entry = p.timeline.last().unwrap();
         assert_eq!(entry.outcome, "OUT_OF_STOCK");
         assert_eq!(entry.detail.as_deref(), Some("not enough stock of a"));
-        assert!(!entry.detail.as_deref().unwrap().chars().any(|c| c.is_ascii_digit()));
+        assert!(
+            !entry
+                .detail
+                .as_deref()
+                .unwrap()
+                .chars()
+                .any(|c| c.is_ascii_digit())
+        );
     }
 
     #[test]
@@ -1588,9 +1676,20 @@ mod tests {
         assert_eq!(p.failure_reason, Some(FailureReason::WorkflowStartFailed));
         assert_eq!(p.payment_status, PaymentStatus::NotCharged);
         assert!(p.products.iter().all(|l| l.status == LineStatus::Cancelled));
-        assert!(decision.effects.contains(&Effect::Count(PurchaseEvent::Failed(FailureReason::WorkflowStartFailed))));
+        assert!(
+            decision
+                .effects
+                .contains(&Effect::Count(PurchaseEvent::Failed(
+                    FailureReason::WorkflowStartFailed
+                )))
+        );
         // A purchase the workflow has moved is not failed by a late report.
         let reserved = run(&purchase(&[("a", 1)], "EUR", "DE"), Command::ReserveStock).0;
-        assert!(decide(&reserved, Command::StartFailed, now()).unwrap().next.is_none());
+        assert!(
+            decide(&reserved, Command::StartFailed, now())
+                .unwrap()
+                .next
+                .is_none()
+        );
     }
 }

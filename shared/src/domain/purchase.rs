@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::{CustomerId, ProductId, PurchaseId};
 use super::money::{Currency, Money};
-use super::rules::{RuleRequest, RuleResult};
+use super::rules::records::{RuleRequest, RuleResult};
 
 /// Overall status of a purchase.
 ///
@@ -360,6 +360,13 @@ impl Purchase {
         self.products
             .iter()
             .any(|line| line.kind == ProductKind::Physical)
+    }
+
+    /// Nothing has happened to it yet: `PENDING`, no line holding stock. A
+    /// workflow that ran at all would have moved it.
+    pub fn is_untouched(&self) -> bool {
+        self.status == PurchaseStatus::Pending
+            && self.products.iter().all(|l| l.status == LineStatus::Pending)
     }
 
     /// Nothing is left to do: completed, or stopped and undone.

@@ -368,7 +368,6 @@ pub fn is_iso_country(code: &str) -> bool {
         && ISO_COUNTRIES.split(' ').any(|c| c == code)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,9 +490,20 @@ mod tests {
                 .validate()
         };
         assert!(review(json!({"decision": "approve"})).unwrap().approve);
-        assert!(!review(json!({"decision": "reject", "reason": "fraud"})).unwrap().approve);
-        for bad in [json!({}), json!({"decision": "maybe"}), json!({"decision": "approve", "reason": "x".repeat(501)})] {
-            assert!(matches!(review(bad.clone()), Err(DomainError::Invalid(_))), "{bad}");
+        assert!(
+            !review(json!({"decision": "reject", "reason": "fraud"}))
+                .unwrap()
+                .approve
+        );
+        for bad in [
+            json!({}),
+            json!({"decision": "maybe"}),
+            json!({"decision": "approve", "reason": "x".repeat(501)}),
+        ] {
+            assert!(
+                matches!(review(bad.clone()), Err(DomainError::Invalid(_))),
+                "{bad}"
+            );
         }
     }
 }

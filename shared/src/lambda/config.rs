@@ -118,8 +118,8 @@ pub async fn lambda_app() -> Result<App, ConfigError> {
     let sdk = aws_config().await;
     let store = Arc::new(dynamodb_store_from_env(&sdk));
     let workflow = step_functions(&sdk);
-    let auth = JwtAuthenticator::new(lambda_auth_config()?)
-        .map_err(|e| ConfigError(e.to_string()))?;
+    let auth =
+        JwtAuthenticator::new(lambda_auth_config()?).map_err(|e| ConfigError(e.to_string()))?;
     Ok(App {
         purchases: store.clone(),
         inventory: store.clone(),

@@ -47,8 +47,10 @@ pub trait Workflow: Send + Sync {
     async fn start(&self, purchase_id: &PurchaseId) -> Result<(), WorkflowError>;
 
     /// The purchase's execution, or `None` if it was never started.
-    async fn describe(&self, purchase_id: &PurchaseId)
-    -> Result<Option<ExecutionState>, WorkflowError>;
+    async fn describe(
+        &self,
+        purchase_id: &PurchaseId,
+    ) -> Result<Option<ExecutionState>, WorkflowError>;
 
     /// Tells a parked task (`.waitForTaskToken`) a decision: approval
     /// completes it (`SendTaskSuccess` with `{"resumeAt": STATUS}`), anything

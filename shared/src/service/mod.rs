@@ -66,7 +66,7 @@ pub async fn transition(
         };
         match store.save_purchase(&next, &decision.stock).await {
             Ok(()) => {
-                let effects = record_counts(&next, decision.effects);
+                let effects = record_counts(&next.purchase_id, decision.effects);
                 return Ok(Transition {
                     purchase: next,
                     effects,
@@ -95,12 +95,14 @@ pub async fn apply<'c>(
     transition(store, id, |p| decide(p, command(p), Utc::now())).await
 }
 
-fn record_counts(purchase: &Purchase, effects: Vec<Effect>) -> Vec<Effect> {
+/// Records the counting effects of a decision that was written (each
+/// business event counted once) and returns the others, still to be done.
+pub fn record_counts(id: &PurchaseId, effects: Vec<Effect>) -> Vec<Effect> {
     effects
         .into_iter()
         .filter(|effect| match effect {
             Effect::Count(event) => {
-                metrics::record(*event, purchase.purchase_id.as_str());
+                metrics::record(*event, id.as_str());
                 false
             }
             _ => true,

@@ -23,7 +23,7 @@ use chrono::Utc;
 
 use crate::domain::PurchaseId;
 use crate::domain::lifecycle::{Command, Outcome};
-use crate::domain::purchase::{FailureReason, LineStatus, Purchase, PurchaseStatus};
+use crate::domain::purchase::{FailureReason, Purchase, PurchaseStatus};
 use crate::ports::store::{PurchaseStore, StoreError};
 use crate::ports::workflow::{ExecutionState, Workflow, WorkflowError};
 
@@ -94,14 +94,6 @@ enum ExamineError {
     Notify(#[from] super::NotifyError),
 }
 
-fn untouched(purchase: &Purchase) -> bool {
-    purchase.status == PurchaseStatus::Pending
-        && purchase
-            .products
-            .iter()
-            .all(|l| l.status == LineStatus::Pending)
-}
-
 async fn examine(
     purchases: &dyn PurchaseStore,
     workflow: &dyn Workflow,
@@ -112,7 +104,7 @@ async fn examine(
         return Ok(Finding::Fine); // visible already; an operator decides
     }
     match workflow.describe(id).await? {
-        None if untouched(purchase) => {
+        None if purchase.is_untouched() => {
             workflow.start(id).await?;
             tracing::warn!(purchase_id = %id, "reconciler started a purchase whose workflow never started");
             Ok(Finding::Started)

@@ -19,7 +19,9 @@ use tracing::Instrument;
 use crate::domain::lifecycle::{Command, Effect, Outcome, may_go_forward};
 use crate::domain::purchase::{Purchase, PurchaseStatus};
 use crate::domain::{DomainError, PurchaseId};
-use crate::ports::payment::{CaptureRequest, PaymentError, PaymentGateway, RefundOutcome, RefundRequest};
+use crate::ports::payment::{
+    CaptureRequest, PaymentError, PaymentGateway, RefundOutcome, RefundRequest,
+};
 use crate::ports::provisioning::{Provisioner, ProvisioningError};
 use crate::ports::store::{PurchaseStore, RuleSetStore, StoreError};
 use crate::ports::workflow::Workflow;
@@ -298,6 +300,9 @@ pub struct StepDeps {
     pub workflow: Arc<dyn Workflow>,
 }
 
+/// How often `EvaluateRules` judges again when the purchase changed under it.
+const JUDGE_ATTEMPTS: u32 = 8;
+
 /// How long before its deadline a step stops starting port calls: one
 /// call's own deadline plus a margin for the write that records it.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(12);
@@ -372,7 +377,9 @@ impl StepRun<'_> {
             .await;
             match result {
                 // Changed while judged: judge the new contents.
-                Err(TransitionError::Domain(DomainError::Stale)) if attempt < 8 => continue,
+                Err(TransitionError::Domain(DomainError::Stale)) if attempt < JUDGE_ATTEMPTS => {
+                    continue;
+                }
                 Err(error) => return Err(StepError::from(error).into()),
                 Ok(transition) => {
                     may_go_forward(&transition.purchase).map_err(StepError::from)?;
@@ -383,7 +390,10 @@ impl StepRun<'_> {
     }
 
     async fn reserve_stock(&self) -> Result<(), StepOutcome> {
-        match service::apply(self.deps.purchases.as_ref(), self.id, |_| Command::ReserveStock).await
+        match service::apply(self.deps.purchases.as_ref(), self.id, |_| {
+            Command::ReserveStock
+        })
+        .await
         {
             Ok(_) => Ok(()),
             Err(TransitionError::Store(StoreError::OutOfStock {
@@ -514,7 +524,9 @@ impl StepRun<'_> {
                 continue;
             };
             if self.out_of_time() {
-                return Err(StepError::Transient("revoking continues in the next attempt".into()).into());
+                return Err(
+                    StepError::Transient("revoking continues in the next attempt".into()).into(),
+                );
             }
             match self.deps.provisioning.revoke(self.id, &line).await {
                 Ok(()) => {
@@ -567,11 +579,10 @@ impl StepRun<'_> {
     /// alarm sees it. Run again by a redrive: resumes at the failed step.
     async fn needs_attention(&self) -> Result<(), StepOutcome> {
         let outcome = self.outcome()?;
-        let failed_step = self
-            .input
-            .failed_step
-            .as_deref()
-            .ok_or_else(|| StepError::InvalidInput("NeedsAttention needs `failedStep`".into()))?;
+        let failed_step =
+            self.input.failed_step.as_deref().ok_or_else(|| {
+                StepError::InvalidInput("NeedsAttention needs `failedStep`".into())
+            })?;
         let error = self.input.error.as_deref().unwrap_or("States.TaskFailed");
         let redriven = self.load().await?.status == PurchaseStatus::NeedsAttention;
         let transition = self

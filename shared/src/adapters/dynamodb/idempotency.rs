@@ -13,29 +13,49 @@ use super::{
 };
 use crate::ports::store::{Claim, IdempotencyRecord, IdempotencyStore, StoreError, StoredResponse};
 
+/// A record a claim may take over, keeping its `resourceId`.
+enum Takeover {
+    /// Released (no final answer) by a request with the same fingerprint.
+    Released,
+    /// Still marked in flight but expired: the same request's attempt died.
+    Abandoned,
+}
+
 impl DynamoStore {
-    /// Takes over a record released by a request with the same fingerprint,
-    /// keeping its `resourceId`. `None` if it is no longer such a record.
+    /// Takes over a record of the same request (see [`Takeover`]), keeping
+    /// its `resourceId`. `None` if it is no longer such a record.
     async fn take_over(
         &self,
         record: &IdempotencyRecord,
+        kind: Takeover,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let result = self
+        let condition = match kind {
+            Takeover::Released => {
+                "#inFlight = :false AND attribute_not_exists(#response) \
+                 AND #fingerprint = :fingerprint AND #expiresAt > :now"
+            }
+            Takeover::Abandoned => {
+                "#inFlight = :true AND attribute_not_exists(#response) \
+                 AND #fingerprint = :fingerprint AND #expiresAt <= :now"
+            }
+        };
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.tables.idempotency)
             .set_key(Some(idempotency_key(&record.key)))
             .update_expression("SET #inFlight = :true, #expiresAt = :expiresAt")
-            .condition_expression(
-                "#inFlight = :false AND attribute_not_exists(#response) \
-                 AND #fingerprint = :fingerprint AND #expiresAt > :now",
-            )
+            .condition_expression(condition)
             .expression_attribute_names("#inFlight", IN_FLIGHT)
             .expression_attribute_names("#expiresAt", EXPIRES_AT)
             .expression_attribute_names("#response", RESPONSE)
             .expression_attribute_names("#fingerprint", FINGERPRINT)
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":true", AttributeValue::Bool(true));
+        if let Takeover::Released = kind {
+            // DynamoDB refuses values the expressions do not use.
+            request = request.expression_attribute_values(":false", AttributeValue::Bool(false));
+        }
+        let result = request
             .expression_attribute_values(
                 ":fingerprint",
                 AttributeValue::S(record.fingerprint.clone()),
@@ -61,6 +81,17 @@ impl DynamoStore {
             Err(e) => Err(classify(e)),
         }
     }
+
+    /// The record stored under `key`, expired or not.
+    async fn stored_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        match self
+            .get_item(&self.tables.idempotency, idempotency_key(key))
+            .await?
+        {
+            Some(item) => Ok(Some(from_item(&item, &[])?)),
+            None => Ok(None),
+        }
+    }
 }
 
 #[async_trait]
@@ -69,16 +100,28 @@ impl IdempotencyStore for DynamoStore {
         let table = &self.tables.idempotency;
         for _ in 0..MAX_STORE_ATTEMPTS {
             // An expired record may still be stored (TTL deletes lazily): it
-            // no longer holds the key, so the condition lets it be replaced.
+            // no longer holds the key, so the condition lets it be replaced —
+            // unless it is the same request's attempt that died in flight,
+            // whose resource the claim must continue with.
             let result = self
                 .client
                 .put_item()
                 .table_name(table)
                 .set_item(Some(to_item(record)?))
-                .condition_expression("attribute_not_exists(#key) OR #expiresAt <= :now")
+                .condition_expression(
+                    "attribute_not_exists(#key) OR (#expiresAt <= :now \
+                     AND NOT (#inFlight = :true AND #fingerprint = :fingerprint))",
+                )
                 .expression_attribute_names("#key", IDEMPOTENCY_KEY)
                 .expression_attribute_names("#expiresAt", EXPIRES_AT)
+                .expression_attribute_names("#inFlight", IN_FLIGHT)
+                .expression_attribute_names("#fingerprint", FINGERPRINT)
                 .expression_attribute_values(":now", n(now_seconds()))
+                .expression_attribute_values(":true", AttributeValue::Bool(true))
+                .expression_attribute_values(
+                    ":fingerprint",
+                    AttributeValue::S(record.fingerprint.clone()),
+                )
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
@@ -90,20 +133,30 @@ impl IdempotencyStore for DynamoStore {
                     Some(PutItemError::ConditionalCheckFailedException(failed)) => {
                         match failed.item() {
                             Some(item) => Some(from_item::<IdempotencyRecord>(item, &[])?),
-                            None => self.get(&record.key).await?,
+                            None => self.stored_record(&record.key).await?,
                         }
                     }
                     _ => return Err(classify(e)),
                 },
             };
-            // None: the holder expired in between; claim again.
+            // None: the holder was deleted in between; claim again.
             let Some(existing) = existing else { continue };
-            let released = !existing.in_flight && existing.response.is_none();
-            if released && existing.fingerprint == record.fingerprint {
-                match self.take_over(record).await? {
+            let same_request = existing.fingerprint == record.fingerprint
+                && existing.response.is_none();
+            let expired = existing.expires_at.timestamp() <= now_seconds();
+            let takeover = match (same_request, existing.in_flight, expired) {
+                (true, false, false) => Some(Takeover::Released),
+                (true, true, true) => Some(Takeover::Abandoned),
+                _ => None,
+            };
+            if let Some(kind) = takeover {
+                match self.take_over(record, kind).await? {
                     Some(claimed) => return Ok(Claim::Claimed(claimed)),
                     None => continue, // changed meanwhile: look again
                 }
+            }
+            if expired {
+                continue; // expired between the put and now: claim again
             }
             return Ok(Claim::Taken(existing));
         }

@@ -382,4 +382,70 @@ impl DynamoStore {
             .map_err(classify)?;
         Ok(output.item)
     }
+
+    /// Writes `item` if the stored item with `key_attribute` = `key` is at
+    /// `version - 1` (`VersionConflict` if it moved, `NotFound` if there is
+    /// none): the optimistic write of purchases and rule sets.
+    async fn put_next_version(
+        &self,
+        table: &str,
+        item: Item,
+        key_attribute: &str,
+        key: &str,
+        version: u64,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_exists(#key) AND #version = :expected")
+            .expression_attribute_names("#key", key_attribute)
+            .expression_attribute_names("#version", VERSION)
+            .expression_attribute_values(":expected", codec::n(version.saturating_sub(1)))
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => Err(self
+                    .conflict_or_missing(
+                        table,
+                        key_attribute,
+                        key,
+                        failed.item().is_some_and(|old| !old.is_empty()),
+                        what,
+                    )
+                    .await?),
+                _ => Err(classify(e)),
+            },
+        }
+    }
+
+    /// Tells "changed" from "never existed" after a failed version
+    /// condition: the old item says, and a server that does not return it
+    /// costs one read.
+    async fn conflict_or_missing(
+        &self,
+        table: &str,
+        key_attribute: &str,
+        key: &str,
+        old_item_returned: bool,
+        what: &str,
+    ) -> Result<StoreError, StoreError> {
+        let exists = old_item_returned
+            || self
+                .get_item(table, HashMap::from([(key_attribute.to_owned(), s(key))]))
+                .await?
+                .is_some();
+        Ok(if exists {
+            StoreError::VersionConflict
+        } else {
+            StoreError::NotFound(what.to_owned())
+        })
+    }
 }

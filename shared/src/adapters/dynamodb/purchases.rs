@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
@@ -17,9 +16,9 @@ use super::errors::{
     transaction_failure,
 };
 use super::{
-    ALL_PURCHASES_INDEX, BY_CUSTOMER_INDEX, CUSTOMER_ID, DynamoStore, ID, Item,
-    MAX_STORE_ATTEMPTS, MAX_TRANSACTION_ITEMS, PURCHASE_ID, PURCHASE_RECORD, RECORD_TYPE, STATUS,
-    STOCK, UNFINISHED, UNFINISHED_INDEX, UNFINISHED_RECORD, VERSION,
+    ALL_PURCHASES_INDEX, BY_CUSTOMER_INDEX, CUSTOMER_ID, DynamoStore, ID, Item, MAX_STORE_ATTEMPTS,
+    MAX_TRANSACTION_ITEMS, PURCHASE_ID, PURCHASE_RECORD, RECORD_TYPE, STATUS, STOCK, UNFINISHED,
+    UNFINISHED_INDEX, UNFINISHED_RECORD, VERSION,
 };
 use crate::domain::lifecycle::StockChange;
 use crate::domain::purchase::Purchase;
@@ -98,51 +97,18 @@ fn stock_action(
 }
 
 impl DynamoStore {
-    /// Tells "changed" from "never existed" after a failed version condition:
-    /// the old item says, and a server that does not return it costs a read.
-    async fn conflict_or_missing(
-        &self,
-        id: &PurchaseId,
-        old_item_returned: bool,
-    ) -> Result<StoreError, StoreError> {
-        let exists = old_item_returned
-            || self
-                .get_item(&self.tables.purchases, purchase_key(id.as_str()))
-                .await?
-                .is_some();
-        Ok(if exists {
-            StoreError::VersionConflict
-        } else {
-            StoreError::NotFound(format!("purchase {id}"))
-        })
-    }
-
     /// The purchase alone: one conditional `PutItem`.
     async fn put_purchase(&self, purchase: &Purchase) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.tables.purchases)
-            .set_item(Some(purchase_item(purchase)?))
-            .condition_expression("attribute_exists(#id) AND #version = :expected")
-            .expression_attribute_names("#id", PURCHASE_ID)
-            .expression_attribute_names("#version", VERSION)
-            .expression_attribute_values(":expected", n(purchase.version.saturating_sub(1)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(failed)) => Err(self
-                    .conflict_or_missing(
-                        &purchase.purchase_id,
-                        failed.item().is_some_and(|old| !old.is_empty()),
-                    )
-                    .await?),
-                _ => Err(classify(e)),
-            },
-        }
+        let id = purchase.purchase_id.as_str();
+        self.put_next_version(
+            &self.tables.purchases,
+            purchase_item(purchase)?,
+            PURCHASE_ID,
+            id,
+            purchase.version,
+            &format!("purchase {id}"),
+        )
+        .await
     }
 
     /// The purchase and its stock: one `TransactWriteItems`, all or nothing.
@@ -201,10 +167,14 @@ impl DynamoStore {
             if let Some(first) = reasons.first()
                 && condition_failed(first)
             {
+                let id = purchase.purchase_id.as_str();
                 return Err(self
                     .conflict_or_missing(
-                        &purchase.purchase_id,
+                        &self.tables.purchases,
+                        PURCHASE_ID,
+                        id,
                         first.item().is_some_and(|old| !old.is_empty()),
+                        &format!("purchase {id}"),
                     )
                     .await?);
             }
@@ -213,7 +183,12 @@ impl DynamoStore {
                 .skip(1)
                 .enumerate()
                 .filter(|(_, reason)| condition_failed(reason))
-                .map(|(i, reason)| (i, reason.item().and_then(|old| number_attribute(old, STOCK))))
+                .map(|(i, reason)| {
+                    (
+                        i,
+                        reason.item().and_then(|old| number_attribute(old, STOCK)),
+                    )
+                })
                 .collect();
             if take && let Some((index, available)) = short.first() {
                 let (product_id, quantity) = &lines[*index];

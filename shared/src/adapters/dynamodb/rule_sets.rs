@@ -1,12 +1,10 @@
 //! The rule-sets table: `RuleSetStore`.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
-use super::codec::{from_item, n, rule_set_key, to_item};
+use super::codec::{from_item, rule_set_key, to_item};
 use super::errors::classify;
-use super::{DynamoStore, RULE_SET_NAME, VERSION};
+use super::{DynamoStore, RULE_SET_NAME};
 use crate::ports::store::{RuleSetRecord, RuleSetStore, StoreError};
 
 #[async_trait]
@@ -30,34 +28,15 @@ impl RuleSetStore for DynamoStore {
     }
 
     async fn replace_rule_set(&self, set: &RuleSetRecord) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.tables.rule_sets)
-            .set_item(Some(to_item(set)?))
-            .condition_expression("attribute_exists(#name) AND #version = :expected")
-            .expression_attribute_names("#name", RULE_SET_NAME)
-            .expression_attribute_names("#version", VERSION)
-            .expression_attribute_values(":expected", n(set.version.saturating_sub(1)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(failure)) => {
-                    if failure.item().is_some_and(|old| !old.is_empty()) {
-                        Err(StoreError::VersionConflict)
-                    } else if self.get_rule_set(&set.name).await?.is_some() {
-                        // Servers that do not return the old item: look.
-                        Err(StoreError::VersionConflict)
-                    } else {
-                        Err(StoreError::NotFound(format!("rule set {}", set.name)))
-                    }
-                }
-                _ => Err(classify(e)),
-            },
-        }
+        self.put_next_version(
+            &self.tables.rule_sets,
+            to_item(set)?,
+            RULE_SET_NAME,
+            &set.name,
+            set.version,
+            &format!("rule set {}", set.name),
+        )
+        .await
     }
 
     async fn delete_rule_set(&self, name: &str) -> Result<bool, StoreError> {

@@ -10,10 +10,14 @@
 //! version of the purchase's contents, and the lifecycle refuses a judgement
 //! of contents that have changed since.
 
+pub mod records;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use records::{OnViolation, RuleOutcome, RuleRequest, RuleResult};
 
 use super::error::{DomainError, FieldProblem};
 use super::ids::ProductId;
@@ -22,37 +26,6 @@ use super::purchase::{Purchase, PurchaseStatus, ShippingAddress};
 use super::validation::is_iso_country;
 
 pub const MAX_RULES: usize = 50;
-
-/// What happens to the purchase when a rule is violated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum OnViolation {
-    /// The purchase becomes `REJECTED` and the workflow undoes it.
-    #[default]
-    Reject,
-    /// The purchase goes `ON_HOLD` until an admin reviews it.
-    Hold,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RuleOutcome {
-    Passed,
-    Violated,
-}
-
-/// One rule's evaluation, stored on the purchase and shown on GET.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RuleResult {
-    pub rule_id: String,
-    pub parameters: Value,
-    pub outcome: RuleOutcome,
-    pub on_violation: OnViolation,
-    pub reason: String,
-    pub evaluated_at: DateTime<Utc>,
-    pub evaluated_by: String,
-}
 
 /// What rules may need beyond the purchase itself, gathered before evaluation.
 #[derive(Debug, Clone, Default)]
@@ -370,17 +343,6 @@ pub struct ApplyRulesRequest {
     pub rules: Option<Vec<RuleRequest>>,
 }
 
-/// One rule as a client sends it: `{"id", "parameters"}` (with
-/// `onViolation` among the parameters). Rule sets store it as sent, and a
-/// purchase keeps the ones applied to it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleRequest {
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<Value>,
-}
-
 #[derive(Debug)]
 struct ConfiguredRule {
     id: String,
@@ -539,7 +501,10 @@ fn configure(request: &RuleRequest, field: &str) -> Result<ConfiguredRule, Vec<F
         .map(str::trim)
         .filter(|id| !id.is_empty())
     else {
-        return Err(vec![FieldProblem::new(format!("{field}.id"), "is required")]);
+        return Err(vec![FieldProblem::new(
+            format!("{field}.id"),
+            "is required",
+        )]);
     };
     let params_field = format!("{field}.parameters");
     let mut parameters = match request
