@@ -339,7 +339,10 @@ async fn rule_sets_are_managed_by_admins() {
     let set = json!({"name": "b2b", "description": "bulk buyers", "rules": [{"id": "max-quantity", "parameters": {"max": 500}}]});
     let (status, created, headers) = admin(&h, Method::POST, "/rules", Some(&set)).await;
     assert_eq!(status, 201, "{created}");
-    assert_eq!(headers["location"], "rules/b2b", "relative: it resolves under a stage too");
+    assert_eq!(
+        headers["location"], "rules/b2b",
+        "relative: it resolves under a stage too"
+    );
     assert_eq!(headers["etag"], "\"1\"");
     assert_eq!(created["rules"], set["rules"]);
     assert_eq!(created["updatedBy"], "back-office");

@@ -1573,18 +1573,22 @@ async fn idempotency_released_key_is_taken_for_a_different_request(stores: Store
     );
 }
 
-async fn idempotency_claim_abandoned_in_flight_is_continued_by_the_same_request(
-    stores: Stores,
-) {
+async fn idempotency_claim_abandoned_in_flight_is_continued_by_the_same_request(stores: Stores) {
     // A request claimed the key, chose its purchase, and died in flight: the
     // claim's time ran out without a release.
-    let died = with_resource(record("key-1", "body-a", at(Duration::seconds(-1))), "p-first");
+    let died = with_resource(
+        record("key-1", "body-a", at(Duration::seconds(-1))),
+        "p-first",
+    );
     assert_eq!(
         stores.idempotency.claim(&died).await.unwrap(),
         Claim::Claimed(died.clone())
     );
     // Its retry continues with the purchase the first attempt chose.
-    let retry = with_resource(record("key-1", "body-a", at(Duration::seconds(60))), "p-second");
+    let retry = with_resource(
+        record("key-1", "body-a", at(Duration::seconds(60))),
+        "p-second",
+    );
     let Claim::Claimed(claimed) = stores.idempotency.claim(&retry).await.unwrap() else {
         panic!("the retry must hold the key");
     };

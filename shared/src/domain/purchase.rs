@@ -366,7 +366,10 @@ impl Purchase {
     /// workflow that ran at all would have moved it.
     pub fn is_untouched(&self) -> bool {
         self.status == PurchaseStatus::Pending
-            && self.products.iter().all(|l| l.status == LineStatus::Pending)
+            && self
+                .products
+                .iter()
+                .all(|l| l.status == LineStatus::Pending)
     }
 
     /// Nothing is left to do: completed, or stopped and undone.

@@ -141,8 +141,8 @@ impl IdempotencyStore for DynamoStore {
             };
             // None: the holder was deleted in between; claim again.
             let Some(existing) = existing else { continue };
-            let same_request = existing.fingerprint == record.fingerprint
-                && existing.response.is_none();
+            let same_request =
+                existing.fingerprint == record.fingerprint && existing.response.is_none();
             let expired = existing.expires_at.timestamp() <= now_seconds();
             let takeover = match (same_request, existing.in_flight, expired) {
                 (true, false, false) => Some(Takeover::Released),
