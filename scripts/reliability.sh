@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Writes docs/reliability.md: runs the reliability tests (duplicates, racing
-# PUTs, 1,000 buyers for 100 units, injected faults) and the schemathesis run
-# against openapi.yaml, and tabulates what they measured.
+# PUTs, 1,000 buyers for 100 units, injected faults), the crash test (the
+# real binary killed 50 times), a long run of the generated interleavings
+# (INTERLEAVING_CASES, default 3000) and the schemathesis run against
+# openapi.yaml, and tabulates what they measured.
 #   scripts/reliability.sh            # embedded store
 #   STORES="embedded dynamodb" scripts/reliability.sh
 set -euo pipefail
@@ -21,6 +23,10 @@ for store in ${STORES:-embedded}; do
   fi
   RELIABILITY_REPORT="$root/$rows" PURCHASE_TEST_STORE=$store \
     cargo test -p purchase-orchestrator-local --test reliability -- --test-threads=1
+  if [ "$store" = embedded ]; then
+    RELIABILITY_REPORT="$root/$rows" INTERLEAVING_CASES="${INTERLEAVING_CASES:-3000}" \
+      cargo test -p purchase-orchestrator-local --test crash --test interleavings
+  fi
 done
 
 schemathesis_summary=target/reliability/schemathesis.txt

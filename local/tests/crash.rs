@@ -267,7 +267,9 @@ async fn killed_fifty_times_every_purchase_ends_final_and_balanced() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| fastrand::u64(..));
-    println!("crash test seed {seed} (replay the kill moments with CRASH_SEED={seed})");
+    common::say(&format!(
+        "crash test seed {seed} (replay the kill moments with CRASH_SEED={seed})"
+    ));
     let mut dice = fastrand::Rng::with_seed(seed);
     let providers = Providers {
         payments: Arc::new(SimulatedPaymentGateway::default()),
@@ -476,12 +478,27 @@ async fn killed_fifty_times_every_purchase_ends_final_and_balanced() {
         method: String::new(),
         transaction_id: String::new(),
     };
-    println!(
+    common::say(&format!(
         "crash test: {KILLS} kills, {} purchases ({} keys), outcomes {outcomes:?}, {} captures, {} refunds, {:.1} s",
         purchases.len(),
         created.len(),
         providers.payments.captures(),
         providers.payments.refunds(),
         elapsed.as_secs_f64()
+    ));
+    common::report(
+        "SIGKILL at random moments (tests/crash.rs)",
+        json!({
+            "kills": KILLS,
+            "purchases": purchases.len(),
+            "keys": created.len(),
+            "all final": true,
+            "outcomes": outcomes,
+            "captures": providers.payments.captures(),
+            "refunds": providers.payments.refunds(),
+            "money and stock balanced": true,
+            "seed": seed,
+            "seconds": elapsed.as_secs_f64(),
+        }),
     );
 }

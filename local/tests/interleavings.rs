@@ -947,7 +947,9 @@ fn generated_interleavings_keep_every_invariant() {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or_else(|| fastrand::u64(..));
-    println!("interleavings: {cases} cases, seed {seed} (replay with INTERLEAVING_SEED={seed})");
+    common::say(&format!(
+        "interleavings: {cases} cases, seed {seed} (replay with INTERLEAVING_SEED={seed})"
+    ));
     let config = Config {
         cases,
         source_file: Some(file!()),
@@ -967,9 +969,11 @@ fn generated_interleavings_keep_every_invariant() {
     );
     let started = Instant::now();
     let result = runner.run(&proptest::collection::vec(op(), 1..40), run_case);
-    println!(
-        "interleavings: {cases} cases in {:.1} s",
-        started.elapsed().as_secs_f64()
+    let seconds = started.elapsed().as_secs_f64();
+    common::say(&format!("interleavings: {cases} cases in {seconds:.1} s"));
+    common::report(
+        "generated interleavings (tests/interleavings.rs)",
+        json!({"cases": cases, "seed": seed, "seconds": seconds, "passed": result.is_ok()}),
     );
     if let Err(error) = result {
         panic!("{error}");

@@ -33,19 +33,6 @@ use shared::ports::store::{
 };
 use tokio::sync::Barrier;
 
-fn report(check: &str, numbers: Value) {
-    let Ok(path) = std::env::var("RELIABILITY_REPORT") else {
-        return;
-    };
-    let line = json!({ "check": check, "numbers": numbers, "store": std::env::var("PURCHASE_TEST_STORE").unwrap_or_else(|_| "embedded".into()) });
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
-}
-
 /// One `POST /purchases` with an `Idempotency-Key`: status, body, and
 /// whether the answer was a replay.
 async fn post_create(h: &Harness, token: &str, key: &str, body: &Value) -> (u16, Value, bool) {

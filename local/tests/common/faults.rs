@@ -49,7 +49,9 @@ impl Faults {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or_else(|| fastrand::u64(..));
-        println!("fault dice seed: {seed} (replay with FAULT_SEED={seed})");
+        super::say(&format!(
+            "fault dice seed: {seed} (replay with FAULT_SEED={seed})"
+        ));
         Arc::new(Faults {
             percent,
             seed,

@@ -486,6 +486,29 @@ impl Harness {
     }
 }
 
+/// Writes a line to the terminal past the test harness's output capture (a
+/// direct write, not `println!`), so CI logs show it for passing tests too:
+/// seeds to replay, case counts, figures.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Appends a test's figures to `RELIABILITY_REPORT` (a JSON line), when set:
+/// `scripts/reliability.sh` turns them into docs/reliability.md.
+pub fn report(check: &str, numbers: Value) {
+    let Ok(path) = std::env::var("RELIABILITY_REPORT") else {
+        return;
+    };
+    let line = json!({ "check": check, "numbers": numbers, "store": std::env::var("PURCHASE_TEST_STORE").unwrap_or_else(|_| "embedded".into()) });
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
+}
+
 /// The workflow is done with it: completed, or stopped and fully undone.
 pub fn is_final(p: &Value) -> bool {
     p.get("finalizedAt").is_some_and(|at| !at.is_null())
