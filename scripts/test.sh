@@ -42,7 +42,7 @@ step "tests"
 # The generated-interleavings test runs a fixed number of cases so CI time
 # stays predictable; it prints its seed. Run it longer with
 #   INTERLEAVING_CASES=20000 cargo test -p purchase-orchestrator-local --test interleavings -- --nocapture
-export INTERLEAVING_CASES="${INTERLEAVING_CASES:-600}"
+export INTERLEAVING_CASES="${INTERLEAVING_CASES:-2000}"
 cargo test --workspace
 
 step "end-to-end tests again, on the DynamoDB store (moto)"

@@ -23,10 +23,10 @@
 //! At the end every purchase is driven to a final status and money and
 //! stock must balance exactly.
 //!
-//! `INTERLEAVING_CASES` sets the number of cases (CI: 600 on the embedded
-//! store; `scripts/test.sh` runs 40 more on DynamoDB). Failures shrink to a
-//! minimal sequence and are kept in `interleavings.proptest-regressions`, replayed first
-//! on every run.
+//! `INTERLEAVING_CASES` sets the number of cases (600 by default;
+//! `scripts/test.sh` runs 2000 on the embedded store and 40 on DynamoDB).
+//! Failures shrink to a minimal sequence and are kept in
+//! `interleavings.proptest-regressions`, replayed first on every run.
 
 mod common;
 
