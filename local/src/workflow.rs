@@ -421,7 +421,12 @@ impl Workflow for LocalWorkflow {
     async fn redrive(&self, purchase_id: &PurchaseId) -> Result<(), WorkflowError> {
         let name = purchase_id.as_str();
         if self.running().contains(name) {
-            return Ok(()); // redriven already
+            // Still ending (the purchase says NEEDS_ATTENTION a moment
+            // before its execution has failed), or redriven already: either
+            // way, not now — as Step Functions answers.
+            return Err(WorkflowError::Unavailable(format!(
+                "the execution of purchase {purchase_id} is still running; retry in a moment"
+            )));
         }
         let checkpoint = self
             .journal

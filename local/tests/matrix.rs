@@ -231,8 +231,26 @@ impl World {
         let p = match state {
             State::ReadyToShip | State::CompletedDigital | State::Failed => h.wait_final(&id).await,
             State::NeedsAttention => {
-                h.wait_until(&id, |p| p["status"] == "NEEDS_ATTENTION")
-                    .await
+                let p = h
+                    .wait_until(&id, |p| p["status"] == "NEEDS_ATTENTION")
+                    .await;
+                // The execution fails just after the purchase says so: only
+                // then is there something to redrive.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while h
+                    .system
+                    .workflow
+                    .checkpoint(&id)
+                    .unwrap()
+                    .is_none_or(|c| c.status != asl::ExecutionStatus::Failed)
+                {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{id}'s execution never failed"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                p
             }
             _ => h.get(&id).await,
         };

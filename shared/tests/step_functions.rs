@@ -521,7 +521,7 @@ async fn describe_reads_every_status() {
 }
 
 #[tokio::test]
-async fn redrive_is_done_once_and_refused_when_not_redrivable() {
+async fn redrive_is_done_once_and_refused_while_running_or_not_redrivable() {
     let id = PurchaseId::new("p-1");
 
     let server = ScriptedSfn::start(vec![ok(json!({ "redriveDate": 1_700_000_000 }))]).await;
@@ -533,13 +533,18 @@ async fn redrive_is_done_once_and_refused_when_not_redrivable() {
         format!("{MACHINE_PREFIX}execution:purchase:p-1")
     );
 
-    // Not redrivable because it runs already (a retried redrive): done.
+    // Not redrivable because it still runs (ending, or redriven already):
+    // not now, retry in a moment.
     let server = ScriptedSfn::start(vec![
         error(400, "ExecutionNotRedrivable"),
         execution("RUNNING"),
     ])
     .await;
-    assert_eq!(server.workflow().redrive(&id).await, Ok(()));
+    let result = server.workflow().redrive(&id).await;
+    assert!(
+        matches!(result, Err(WorkflowError::Unavailable(_))),
+        "{result:?}"
+    );
     assert_eq!(
         server.operations(),
         ["RedriveExecution", "DescribeExecution"]

@@ -168,10 +168,14 @@ impl Workflow for StepFunctionsWorkflow {
         match result {
             Ok(_) => Ok(()),
             Err(e) if code_of(&e) == Some("ExecutionNotRedrivable") => {
-                // Redriven already (a retried request) is done; anything else
+                // Running: still ending (the purchase says NEEDS_ATTENTION a
+                // moment before the execution has failed) or redriven
+                // already; a retry in a moment tells which. Anything else
                 // cannot be redriven.
                 match self.describe(purchase_id).await? {
-                    Some(ExecutionState::Running) => Ok(()),
+                    Some(ExecutionState::Running) => Err(WorkflowError::Unavailable(format!(
+                        "the execution of purchase {purchase_id} is still running; retry in a moment"
+                    ))),
                     _ => Err(WorkflowError::NotAllowed(format!(
                         "the execution of purchase {purchase_id} cannot be redriven"
                     ))),

@@ -58,7 +58,8 @@ pub trait Workflow: Send + Sync {
     async fn notify(&self, task_token: &str, decision: TaskDecision) -> Result<(), WorkflowError>;
 
     /// Restarts the purchase's failed execution at the step that failed
-    /// (`RedriveExecution`). Redriving one that is running again is a no-op.
+    /// (`RedriveExecution`). One still running (ending, or redriven
+    /// already) is `Unavailable`: retry in a moment.
     async fn redrive(&self, purchase_id: &PurchaseId) -> Result<(), WorkflowError>;
 }
 
