@@ -18,7 +18,8 @@
 //! - a way forward: every purchase that is not final has an execution
 //!   running (at a step, or parked with a token a decision can reach) or
 //!   needs attention with a redrivable execution;
-//! - no request ever gets a 5xx, and every timeline stays bounded.
+//! - no request ever gets a 5xx (but a redrive's "retry in a moment" while
+//!   the execution still runs), and every timeline stays bounded.
 //!
 //! At the end every purchase is driven to a final status and money and
 //! stock must balance exactly.
@@ -456,7 +457,13 @@ impl World {
         let response = endpoint.handle(&self.system.app, &request).await;
         let status = response.status().as_u16();
         let value = serde_json::from_str(response.body()).unwrap_or(Value::Null);
-        assert!(status < 500, "{endpoint:?} answered {status}: {value}");
+        // The one 5xx a request may get here: a redrive while the execution
+        // still runs (being redriven, or still ending) is "retry in a moment".
+        let retry_later = endpoint == Endpoint::RedrivePurchase && status == 503;
+        assert!(
+            status < 500 || retry_later,
+            "{endpoint:?} answered {status}: {value}"
+        );
         (status, value)
     }
 
