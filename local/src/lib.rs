@@ -261,10 +261,11 @@ impl LocalSystem {
         let workflow = LocalWorkflow::new(
             steps.clone(),
             callbacks,
-            embedded.database(),
+            embedded.clone(),
             options.step_hook.clone(),
             options.delay_scale,
         )
+        .await
         .map_err(LocalError::wrap("state machine"))?;
         let resumed = workflow
             .resume_unfinished()

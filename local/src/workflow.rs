@@ -14,8 +14,10 @@ use asl::{
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
+use shared::adapters::embedded::EmbeddedStore;
 use shared::domain::PurchaseId;
 use shared::domain::purchase::TaskDecision;
+use shared::ports::store::StoreError;
 use shared::ports::workflow::{
     DEFINITION, ExecutionState, Workflow, WorkflowError, execution_input, task_failure, task_output,
 };
@@ -139,7 +141,10 @@ impl TaskInvoker for StepInvoker {
     }
 }
 
+/// The journal lives in the embedded store's file and writes through its
+/// writer, so checkpoints share durable commits with the steps' own writes.
 struct RedbJournal {
+    store: EmbeddedStore,
     db: Arc<Database>,
 }
 
@@ -148,11 +153,17 @@ fn journal_error(error: impl std::fmt::Display) -> JournalError {
 }
 
 impl RedbJournal {
-    fn new(db: Arc<Database>) -> Result<RedbJournal, String> {
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
-        txn.open_table(EXECUTIONS).map_err(|e| e.to_string())?;
-        txn.commit().map_err(|e| e.to_string())?;
-        Ok(RedbJournal { db })
+    async fn new(store: EmbeddedStore) -> Result<RedbJournal, String> {
+        store
+            .write(|txn| {
+                txn.open_table(EXECUTIONS)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let db = store.database();
+        Ok(RedbJournal { store, db })
     }
 
     fn get(&self, name: &str) -> Result<Option<Checkpoint>, String> {
@@ -187,19 +198,18 @@ impl ExecutionJournal for RedbJournal {
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
         let bytes = serde_json::to_vec(checkpoint).map_err(journal_error)?;
         let name = checkpoint.execution_name.clone();
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(journal_error)?;
-            {
-                let mut table = txn.open_table(EXECUTIONS).map_err(journal_error)?;
+        self.store
+            .write(move |txn| {
+                let mut table = txn
+                    .open_table(EXECUTIONS)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
                 table
                     .insert(name.as_str(), bytes.as_slice())
-                    .map_err(journal_error)?;
-            }
-            txn.commit().map_err(journal_error)
-        })
-        .await
-        .map_err(journal_error)?
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                Ok(())
+            })
+            .await
+            .map_err(journal_error)
     }
 }
 
@@ -261,16 +271,16 @@ pub struct LocalWorkflow {
 impl LocalWorkflow {
     /// `callbacks` must be the `workflow` of `deps`: it is connected to the
     /// runner here, closing the loop steps → runner → steps.
-    pub fn new(
+    pub async fn new(
         deps: StepDeps,
         callbacks: Arc<RunnerCallbacks>,
-        db: Arc<Database>,
+        store: EmbeddedStore,
         hook: Option<Arc<dyn StepHook>>,
         delay_scale: f64,
     ) -> Result<Arc<LocalWorkflow>, String> {
         let machine = StateMachine::from_json(DEFINITION, &local_substitutions())
             .map_err(|e| e.to_string())?;
-        let journal = Arc::new(RedbJournal::new(db)?);
+        let journal = Arc::new(RedbJournal::new(store).await?);
         let invoker = Arc::new(StepInvoker { deps, hook });
         let runner =
             Runner::new(Arc::new(machine), invoker, journal.clone()).with_delay_scale(delay_scale);

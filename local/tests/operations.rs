@@ -130,9 +130,21 @@ async fn a_cancel_during_a_slow_provisioning_takes_back_what_was_delivered() {
             "tok_visa",
         ))
         .await;
-    // Paid: the course is being delivered (it takes SLOW_DELIVERY).
-    h.wait_until(&id, |p| p["paymentStatus"] == "CAPTURED")
-        .await;
+    // The course's delivery has started (it takes SLOW_DELIVERY): a cancel
+    // now must take it back. Waiting only for the capture would race the
+    // step, which may not have asked for the delivery yet.
+    let course = shared::adapters::simulators::ProvisioningRequest::Provision {
+        purchase_id: shared::domain::PurchaseId::new(id.clone()),
+        product_id: shared::domain::ProductId::new("slow-provision-course"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !h.provisioning.requests().contains(&course) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the course's delivery never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let (status, body) = h.cancel(&id).await;
     assert_eq!(
         (status, body["status"].as_str()),
