@@ -57,7 +57,7 @@ use shared::domain::purchase::{
 };
 use shared::domain::rules::Contents;
 use shared::domain::{ProductId, PurchaseId};
-use shared::ports::store::{PurchasePage, PurchaseQuery, PurchaseStore, StoreError};
+use shared::ports::store::{Completion, PurchasePage, PurchaseQuery, PurchaseStore, StoreError};
 use shared::steps::Step;
 
 const SECRET: &str = "interleavings-test-secret-0123456789abcdef";
@@ -262,8 +262,15 @@ impl WriteFault {
 
 #[async_trait]
 impl PurchaseStore for WriteFault {
-    async fn create_purchase(&self, purchase: &Purchase) -> Result<(), StoreError> {
-        self.inner.purchases.create_purchase(purchase).await
+    async fn create_purchase(
+        &self,
+        purchase: &Purchase,
+        completion: Option<&Completion>,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .purchases
+            .create_purchase(purchase, completion)
+            .await
     }
     async fn get_purchase(&self, id: &PurchaseId) -> Result<Option<Purchase>, StoreError> {
         self.inner.purchases.get_purchase(id).await

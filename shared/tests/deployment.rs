@@ -52,8 +52,8 @@ use shared::domain::{ProductId, PurchaseId};
 use shared::lambda::config::{DEFAULT_RECONCILE_AFTER, LOCAL_DEVELOPMENT};
 use shared::observability::metrics::{NAMESPACE, PurchaseEvent, metric_name};
 use shared::ports::store::{
-    Claim, IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery,
-    PurchaseStore, RuleSetRecord, RuleSetStore, StoreError, StoredResponse,
+    Claim, Completion, IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery,
+    PurchaseStore, RuleSetRecord, RuleSetStore, StoreError,
 };
 use shared::ports::workflow::{DEFINITION, ExecutionState, Workflow, WorkflowError};
 use shared::steps::{Step, StepDeps, StepError};
@@ -833,6 +833,8 @@ fn expected_grants(function: &str) -> BTreeSet<Grant> {
             grants.extend(purchase_write);
             grants.push(("dynamodb:BatchGetItem", PRODUCTS));
             grants.push(("dynamodb:Query", by_customer.as_str()));
+            // byCustomer projects keys only: the history is read after.
+            grants.push(("dynamodb:BatchGetItem", PURCHASES));
             grants.push(("dynamodb:GetItem", RULE_SETS));
             grants.extend(deliver_decision);
         }
@@ -844,6 +846,8 @@ fn expected_grants(function: &str) -> BTreeSet<Grant> {
         "apply-rules" => {
             grants.extend(purchase_write);
             grants.push(("dynamodb:Query", by_customer.as_str()));
+            // byCustomer projects keys only: the history is read after.
+            grants.push(("dynamodb:BatchGetItem", PURCHASES));
             grants.extend(deliver_decision);
         }
         "redrive-purchase" => {
@@ -866,6 +870,8 @@ fn expected_grants(function: &str) -> BTreeSet<Grant> {
         "evaluate-rules" => {
             grants.extend(purchase_write);
             grants.push(("dynamodb:Query", by_customer.as_str()));
+            // byCustomer projects keys only: the history is read after.
+            grants.push(("dynamodb:BatchGetItem", PURCHASES));
             grants.push(("dynamodb:GetItem", RULE_SETS));
         }
         // Stock moves: taken (reserve), given back for a refused line
@@ -1061,7 +1067,7 @@ fn tables_follow_the_dynamodb_design() {
         .map(|i| (i["IndexName"].as_str().unwrap().to_owned(), i.clone()))
         .collect();
     let expected: BTreeMap<&str, (&str, &str)> = [
-        (BY_CUSTOMER_INDEX, ("customerId", "ALL")),
+        (BY_CUSTOMER_INDEX, ("customerId", "KEYS_ONLY")),
         (ALL_PURCHASES_INDEX, ("recordType", "KEYS_ONLY")),
         (UNFINISHED_INDEX, ("unfinished", "KEYS_ONLY")),
     ]
@@ -1891,9 +1897,17 @@ struct RecordingStore {
 
 #[async_trait]
 impl PurchaseStore for RecordingStore {
-    async fn create_purchase(&self, purchase: &Purchase) -> Result<(), StoreError> {
+    async fn create_purchase(
+        &self,
+        purchase: &Purchase,
+        completion: Option<&Completion>,
+    ) -> Result<bool, StoreError> {
         need(&self.calls, &[("dynamodb:PutItem", PURCHASES)]);
-        self.inner.create_purchase(purchase).await
+        if completion.is_some() {
+            // One TransactWriteItems: IAM authorizes each of its actions.
+            need(&self.calls, &[("dynamodb:UpdateItem", IDEMPOTENCY)]);
+        }
+        self.inner.create_purchase(purchase, completion).await
     }
 
     async fn get_purchase(&self, purchase_id: &PurchaseId) -> Result<Option<Purchase>, StoreError> {
@@ -1922,20 +1936,18 @@ impl PurchaseStore for RecordingStore {
     }
 
     async fn list_purchases(&self, query: &PurchaseQuery) -> Result<PurchasePage, StoreError> {
-        if query.customer_id.is_some() {
-            need(
-                &self.calls,
-                &[("dynamodb:Query", index(BY_CUSTOMER_INDEX).as_str())],
-            );
-        } else {
-            need(
-                &self.calls,
-                &[
-                    ("dynamodb:Query", index(ALL_PURCHASES_INDEX).as_str()),
-                    ("dynamodb:BatchGetItem", PURCHASES),
-                ],
-            );
-        }
+        let listing = match query.customer_id {
+            Some(_) => BY_CUSTOMER_INDEX,
+            None => ALL_PURCHASES_INDEX,
+        };
+        // Every index projects keys only: the page's items are read after.
+        need(
+            &self.calls,
+            &[
+                ("dynamodb:Query", index(listing).as_str()),
+                ("dynamodb:BatchGetItem", PURCHASES),
+            ],
+        );
         self.inner.list_purchases(query).await
     }
 
@@ -1989,14 +2001,9 @@ impl IdempotencyStore for RecordingStore {
         self.inner.get(key).await
     }
 
-    async fn complete(
-        &self,
-        key: &str,
-        response: &StoredResponse,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn complete(&self, completion: &Completion) -> Result<(), StoreError> {
         need(&self.calls, &[("dynamodb:UpdateItem", IDEMPOTENCY)]);
-        self.inner.complete(key, response, expires_at).await
+        self.inner.complete(completion).await
     }
 
     async fn release(&self, key: &str, expires_at: DateTime<Utc>) -> Result<(), StoreError> {

@@ -23,8 +23,8 @@ use shared::domain::purchase::{
 use shared::domain::rules::{OnViolation, RuleOutcome, RuleRequest, RuleResult};
 use shared::domain::{Currency, CustomerId, ProductId, PurchaseId};
 use shared::ports::store::{
-    Claim, IdempotencyRecord, IdempotencyStore, Inventory, PurchaseQuery, PurchaseStore,
-    RuleSetRecord, RuleSetStore, StoreError, StoredResponse,
+    Claim, Completion, IdempotencyRecord, IdempotencyStore, Inventory, PurchaseQuery,
+    PurchaseStore, RuleSetRecord, RuleSetStore, StoreError, StoredResponse,
 };
 
 /// The four ports of one store, plus whatever must live as long as it.
@@ -197,6 +197,7 @@ conformance!(
     idempotency_key_is_claimed_once,
     concurrent_claims_of_one_key_have_one_winner,
     idempotency_complete_stores_the_response,
+    a_create_completes_its_key_in_the_same_write,
     idempotency_release_lets_the_same_request_take_over_with_its_resource_id,
     concurrent_takeovers_of_a_released_key_have_one_winner,
     idempotency_released_key_is_taken_for_a_different_request,
@@ -403,7 +404,7 @@ fn with_resource(record: IdempotencyRecord, resource_id: &str) -> IdempotencyRec
 
 async fn create_all(stores: &Stores, purchases: &[Purchase]) {
     for p in purchases {
-        stores.purchases.create_purchase(p).await.unwrap();
+        stores.purchases.create_purchase(p, None).await.unwrap();
     }
 }
 
@@ -485,7 +486,7 @@ async fn create_then_get_returns_the_whole_purchase(stores: Stores) {
             parameters: None,
         },
     ];
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     assert_eq!(stored(&stores, &p).await, p, "every field survives");
 
     // And through a save, including a purchase becoming final.
@@ -509,12 +510,16 @@ async fn get_of_an_unknown_id_is_none(stores: Stores) {
 
 async fn creating_a_taken_id_is_already_exists_and_keeps_the_original(stores: Stores) {
     let original = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&original).await.unwrap();
+    stores
+        .purchases
+        .create_purchase(&original, None)
+        .await
+        .unwrap();
     let mut impostor = purchase("mallory", PurchaseStatus::Completed);
     impostor.purchase_id = original.purchase_id.clone();
     let error = stores
         .purchases
-        .create_purchase(&impostor)
+        .create_purchase(&impostor, None)
         .await
         .unwrap_err();
     assert!(
@@ -533,7 +538,7 @@ async fn creating_a_taken_id_is_already_exists_and_keeps_the_original(stores: St
 
 async fn save_writes_the_next_version_and_a_stale_save_conflicts(stores: Stores) {
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
 
     // Two writers read version 1; the first one's write wins.
     let first = next(&p, reserved);
@@ -570,7 +575,7 @@ async fn save_writes_the_next_version_and_a_stale_save_conflicts(stores: Stores)
 
 async fn save_must_be_exactly_one_version_ahead(stores: Stores) {
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     for version in [1, 3, 10] {
         let mut skipped = next(&p, reserved);
         skipped.version = version;
@@ -617,7 +622,7 @@ async fn save_of_a_missing_purchase_is_not_found_and_moves_no_stock(stores: Stor
 async fn concurrent_saves_of_one_purchase_have_one_winner_and_take_stock_once(stores: Stores) {
     seed(&stores, &[("book", 5)]).await;
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     // Ten retries of one step, all having read version 1.
     let tasks: Vec<_> = (0..10)
         .map(|i| {
@@ -651,7 +656,7 @@ async fn concurrent_saves_of_one_purchase_have_one_winner_and_take_stock_once(st
 async fn add_product_if_absent_never_resets_stock(stores: Stores) {
     seed(&stores, &[("book", 5)]).await;
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     stores
         .purchases
         .save_purchase(&next(&p, reserved), &take(&[("book", 2)]))
@@ -691,7 +696,7 @@ async fn get_products_returns_only_existing_products(stores: Stores) {
 async fn take_moves_stock_for_every_line_with_the_purchase(stores: Stores) {
     seed(&stores, &[("book", 5), ("pen", 7), ("mug", 1)]).await;
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     let saved = next(&p, reserved);
     stores
         .purchases
@@ -709,7 +714,7 @@ async fn take_moves_stock_for_every_line_with_the_purchase(stores: Stores) {
 async fn take_is_all_or_nothing_across_lines_and_the_purchase(stores: Stores) {
     seed(&stores, &[("book", 5), ("pen", 1), ("mug", 9)]).await;
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     let error = stores
         .purchases
         .save_purchase(
@@ -747,7 +752,7 @@ async fn take_is_all_or_nothing_across_lines_and_the_purchase(stores: Stores) {
 async fn taking_an_unknown_product_is_out_of_stock(stores: Stores) {
     seed(&stores, &[("book", 5)]).await;
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     let error = stores
         .purchases
         .save_purchase(&next(&p, reserved), &take(&[("book", 1), ("ghost", 1)]))
@@ -773,7 +778,7 @@ async fn taking_an_unknown_product_is_out_of_stock(stores: Stores) {
 async fn take_with_a_stale_version_conflicts_and_takes_nothing(stores: Stores) {
     seed(&stores, &[("book", 5)]).await;
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     let moved_on = next(&p, touched);
     stores
         .purchases
@@ -799,7 +804,7 @@ async fn take_with_a_stale_version_conflicts_and_takes_nothing(stores: Stores) {
 async fn take_counts_repeated_lines_of_one_product_together(stores: Stores) {
     seed(&stores, &[("book", 5)]).await;
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     let error = stores
         .purchases
         .save_purchase(&next(&p, reserved), &take(&[("book", 3), ("book", 3)]))
@@ -860,7 +865,7 @@ async fn concurrent_takes_never_oversell(stores: Stores) {
 async fn give_back_returns_stock_with_the_purchase(stores: Stores) {
     seed(&stores, &[("book", 5), ("pen", 7)]).await;
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     let held = next(&p, reserved);
     stores
         .purchases
@@ -882,7 +887,7 @@ async fn give_back_returns_stock_with_the_purchase(stores: Stores) {
 async fn give_back_skips_products_no_longer_in_the_catalog(stores: Stores) {
     seed(&stores, &[("book", 5)]).await;
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     let held = next(&p, reserved);
     stores
         .purchases
@@ -930,7 +935,7 @@ async fn give_back_skips_products_no_longer_in_the_catalog(stores: Stores) {
 async fn give_back_with_a_stale_version_conflicts_and_gives_nothing(stores: Stores) {
     seed(&stores, &[("book", 5)]).await;
     let p = purchase("alice", PurchaseStatus::Pending);
-    stores.purchases.create_purchase(&p).await.unwrap();
+    stores.purchases.create_purchase(&p, None).await.unwrap();
     let held = next(&p, reserved);
     stores
         .purchases
@@ -1405,6 +1410,80 @@ async fn concurrent_claims_of_one_key_have_one_winner(stores: Stores) {
     );
 }
 
+/// A keyed create records its answer with the purchase: both or neither.
+async fn a_create_completes_its_key_in_the_same_write(stores: Stores) {
+    let p = purchase("alice", PurchaseStatus::Pending);
+    let claim = with_resource(
+        record("key-1", "body-a", at(Duration::seconds(60))),
+        p.purchase_id.as_str(),
+    );
+    stores.idempotency.claim(&claim).await.unwrap();
+    let completion = Completion {
+        key: "key-1".into(),
+        response: StoredResponse {
+            status_code: 201,
+            body: format!(r#"{{"purchaseId":"{}"}}"#, p.purchase_id),
+        },
+        expires_at: at(Duration::hours(24)),
+    };
+    assert!(
+        stores
+            .purchases
+            .create_purchase(&p, Some(&completion))
+            .await
+            .unwrap(),
+        "a held key is completed"
+    );
+    assert_eq!(stored(&stores, &p).await, p);
+    let expected = IdempotencyRecord {
+        response: Some(completion.response.clone()),
+        in_flight: false,
+        expires_at: completion.expires_at,
+        ..claim.clone()
+    };
+    assert_eq!(
+        stores.idempotency.get("key-1").await.unwrap(),
+        Some(expected.clone())
+    );
+
+    // The purchase exists already (a retry): nothing is written, and the
+    // key keeps what it had.
+    let other = Completion {
+        response: StoredResponse {
+            status_code: 201,
+            body: "{}".into(),
+        },
+        ..completion.clone()
+    };
+    let error = stores
+        .purchases
+        .create_purchase(&p, Some(&other))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::AlreadyExists(_)), "{error:?}");
+    assert_eq!(
+        stores.idempotency.get("key-1").await.unwrap(),
+        Some(expected)
+    );
+
+    // A key nobody holds (its claim expired) is left alone; the purchase is
+    // stored all the same.
+    let q = purchase("alice", PurchaseStatus::Pending);
+    let unheld = Completion {
+        key: "never-claimed".into(),
+        ..completion
+    };
+    assert!(
+        !stores
+            .purchases
+            .create_purchase(&q, Some(&unheld))
+            .await
+            .unwrap()
+    );
+    assert_eq!(stored(&stores, &q).await, q);
+    assert_eq!(stores.idempotency.get("never-claimed").await.unwrap(), None);
+}
+
 async fn idempotency_complete_stores_the_response(stores: Stores) {
     // Claimed for as long as a request may run; kept for a day once answered.
     let claim = with_resource(record("key-1", "body-a", at(Duration::seconds(60))), "p-1");
@@ -1416,7 +1495,11 @@ async fn idempotency_complete_stores_the_response(stores: Stores) {
     };
     stores
         .idempotency
-        .complete("key-1", &response, kept_until)
+        .complete(&Completion {
+            key: "key-1".into(),
+            response: response.clone(),
+            expires_at: kept_until,
+        })
         .await
         .unwrap();
     let expected = IdempotencyRecord {
@@ -1441,7 +1524,11 @@ async fn idempotency_complete_stores_the_response(stores: Stores) {
 
     let error = stores
         .idempotency
-        .complete("never-claimed", &response, kept_until)
+        .complete(&Completion {
+            key: "never-claimed".into(),
+            response: response.clone(),
+            expires_at: kept_until,
+        })
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::NotFound(_)), "{error:?}");
@@ -1502,7 +1589,11 @@ async fn idempotency_release_lets_the_same_request_take_over_with_its_resource_i
     };
     stores
         .idempotency
-        .complete("key-1", &response, remembered_until)
+        .complete(&Completion {
+            key: "key-1".into(),
+            response: response.clone(),
+            expires_at: remembered_until,
+        })
         .await
         .unwrap();
     let done = stores.idempotency.get("key-1").await.unwrap().unwrap();
@@ -1627,7 +1718,11 @@ async fn idempotency_expired_record_is_absent_and_claimable(stores: Stores) {
     };
     let error = stores
         .idempotency
-        .complete("key-1", &response, at(Duration::hours(24)))
+        .complete(&Completion {
+            key: "key-1".into(),
+            response: response.clone(),
+            expires_at: at(Duration::hours(24)),
+        })
         .await
         .unwrap_err();
     assert!(

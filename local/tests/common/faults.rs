@@ -22,8 +22,8 @@ use shared::ports::payment::{
 };
 use shared::ports::provisioning::{Provisioner, ProvisioningError};
 use shared::ports::store::{
-    Claim, IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery,
-    PurchaseStore, RuleSetRecord, RuleSetStore, StoreError, StoredResponse,
+    Claim, Completion, IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery,
+    PurchaseStore, RuleSetRecord, RuleSetStore, StoreError,
 };
 
 /// Decides which calls fail. `percent` of calls fail, half of them after
@@ -117,11 +117,18 @@ pub fn store_layer(faults: Arc<Faults>) -> local::StoreLayer {
 
 #[async_trait]
 impl PurchaseStore for FaultyStores {
-    async fn create_purchase(&self, purchase: &Purchase) -> Result<(), StoreError> {
+    async fn create_purchase(
+        &self,
+        purchase: &Purchase,
+        completion: Option<&Completion>,
+    ) -> Result<bool, StoreError> {
         faulty!(
             self.faults,
             throttled(),
-            self.inner.purchases.create_purchase(purchase).await
+            self.inner
+                .purchases
+                .create_purchase(purchase, completion)
+                .await
         )
     }
     async fn get_purchase(&self, id: &PurchaseId) -> Result<Option<Purchase>, StoreError> {
@@ -191,19 +198,11 @@ impl IdempotencyStore for FaultyStores {
     async fn get(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.inner.idempotency.get(key).await
     }
-    async fn complete(
-        &self,
-        key: &str,
-        response: &StoredResponse,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn complete(&self, completion: &Completion) -> Result<(), StoreError> {
         faulty!(
             self.faults,
             throttled(),
-            self.inner
-                .idempotency
-                .complete(key, response, expires_at)
-                .await
+            self.inner.idempotency.complete(completion).await
         )
     }
     async fn release(&self, key: &str, expires_at: DateTime<Utc>) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@
 //! create and a cancel) can never collide.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -27,7 +28,7 @@ use http::{HeaderValue, header};
 use super::error::{ApiError, json_response};
 use super::request::{ApiRequest, ApiResponse};
 use crate::auth::Caller;
-use crate::ports::store::{Claim, IdempotencyRecord, IdempotencyStore, StoredResponse};
+use crate::ports::store::{Claim, Completion, IdempotencyRecord, IdempotencyStore, StoredResponse};
 
 pub const HEADER: &str = "idempotency-key";
 /// How long a final answer is replayed for a retry with the same key (and
@@ -111,11 +112,50 @@ pub fn location_of(purchase_id: &str) -> String {
     format!("purchases/{purchase_id}")
 }
 
+/// What [`run_once`] hands the work: the resource to make or continue with,
+/// and the key its answer is recorded under.
+pub struct Run {
+    /// The id of what the request makes: the one the caller proposed, or the
+    /// one an earlier attempt with the same key chose and did not finish.
+    pub resource_id: Option<String>,
+    key: Option<String>,
+    recorded: Arc<Mutex<Option<StoredResponse>>>,
+}
+
+impl Run {
+    /// The completion that records `response` as the request's final
+    /// answer, for work that writes it in the same atomic write as what it
+    /// makes (a create: one write and one round trip fewer). `None` when the
+    /// request has no key.
+    pub fn completion(&self, response: &ApiResponse) -> Option<Completion> {
+        self.key.as_ref().map(|key| Completion {
+            key: key.clone(),
+            response: stored(response),
+            expires_at: expiry(RESPONSE_TTL),
+        })
+    }
+
+    /// The work's write landed with `completion`: if the work answers
+    /// exactly that, nothing is left to record.
+    pub fn recorded(&self, completion: &Completion) {
+        *self.recorded.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(completion.response.clone());
+    }
+}
+
+fn stored(response: &ApiResponse) -> StoredResponse {
+    StoredResponse {
+        status_code: response.status().as_u16(),
+        body: response.body().clone(),
+    }
+}
+
 /// Runs `work` at most once per idempotency key (when the request has one).
 ///
 /// `resource_id` is the id of what the request would create (a new purchase
-/// id), or `None`. `work` receives the id to use: `resource_id`, or the one
-/// an earlier attempt with the same key chose and did not finish.
+/// id), or `None`. `work` receives a [`Run`]: the id to use (`resource_id`,
+/// or the one an earlier attempt with the same key chose and did not
+/// finish), and the means to record its answer in its own write.
 pub async fn run_once<F, Fut>(
     store: &dyn IdempotencyStore,
     scope: &str,
@@ -125,11 +165,17 @@ pub async fn run_once<F, Fut>(
     work: F,
 ) -> Result<ApiResponse, ApiError>
 where
-    F: FnOnce(Option<String>) -> Fut,
+    F: FnOnce(Run) -> Fut,
     Fut: Future<Output = Result<ApiResponse, ApiError>>,
 {
+    let recorded = Arc::new(Mutex::new(None));
     let Some(client_key) = key_from(request)? else {
-        return work(resource_id).await;
+        return work(Run {
+            resource_id,
+            key: None,
+            recorded,
+        })
+        .await;
     };
     let key = format!("{}\u{1f}{scope}\u{1f}{client_key}", caller.customer_id);
     let claim = IdempotencyRecord {
@@ -157,22 +203,37 @@ where
             };
         }
     };
-    let response = match work(claimed.resource_id.clone()).await {
+    let run = Run {
+        resource_id: claimed.resource_id.clone(),
+        key: Some(key.clone()),
+        recorded: Arc::clone(&recorded),
+    };
+    let response = match work(run).await {
         Ok(response) => response,
         Err(error) => error.into_response(&request.request_id),
     };
+    let answer = stored(&response);
+    let already = recorded
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
     if is_final(response.status()) {
-        let stored = StoredResponse {
-            status_code: response.status().as_u16(),
-            body: response.body().clone(),
+        if already.as_ref() == Some(&answer) {
+            return Ok(response); // recorded with the work's own write
+        }
+        let completion = Completion {
+            key,
+            response: answer,
+            expires_at: expiry(RESPONSE_TTL),
         };
         // The work is done; failing to remember it only means a retry
         // within the in-flight window gets a 409 and a later one runs again
         // (on the same resource).
-        if let Err(error) = store.complete(&key, &stored, expiry(RESPONSE_TTL)).await {
+        if let Err(error) = store.complete(&completion).await {
             tracing::error!(request_id = %request.request_id, %error, "could not store the response of an idempotent request");
         }
     } else if let Err(error) = store.release(&key, expiry(RESPONSE_TTL)).await {
+        // Also undoes an answer the work recorded and then did not give.
         tracing::warn!(request_id = %request.request_id, %error, "could not release the idempotency key of an unfinished request");
     }
     Ok(response)
@@ -213,8 +274,8 @@ mod tests {
             &caller,
             &first_request,
             Some("p-first".into()),
-            |id| async move {
-                assert_eq!(id.as_deref(), Some("p-first"));
+            |run: Run| async move {
+                assert_eq!(run.resource_id.as_deref(), Some("p-first"));
                 let _ = started_tx.send(());
                 let _ = finish_rx.await;
                 Err(ApiError::Unavailable {
@@ -248,8 +309,8 @@ mod tests {
             &caller,
             &request("{}"),
             Some("p-third".into()),
-            |id| async move {
-                assert_eq!(id.as_deref(), Some("p-first"));
+            |run: Run| async move {
+                assert_eq!(run.resource_id.as_deref(), Some("p-first"));
                 answer(StatusCode::CREATED, r#"{"purchaseId":"p-first"}"#)
             },
         )

@@ -66,25 +66,22 @@ pub async fn create_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
             &caller,
             request,
             Some(fresh_id.clone()),
-            |id| {
-                create(
-                    app,
-                    request,
-                    &caller,
-                    PurchaseId::new(id.unwrap_or(fresh_id)),
-                )
-            },
+            |run| create(app, request, &caller, fresh_id, run),
         )
         .await
     })
     .await
 }
 
+/// What a create answers while its workflow is under way.
+const ACCEPTED: &str = "purchase accepted; availability check, payment and provisioning follow";
+
 async fn create(
     app: &App,
     request: &ApiRequest,
     caller: &Caller,
-    id: PurchaseId,
+    fresh_id: String,
+    run: idempotency::Run,
 ) -> Result<ApiResponse, ApiError> {
     let body: CreatePurchaseRequest = parse_json_body(&request.headers, &request.body)?;
     let new = body.validate()?;
@@ -97,6 +94,7 @@ async fn create(
         });
     }
     let lines = priced(app, &new.products).await?;
+    let id = PurchaseId::new(run.resource_id.clone().unwrap_or(fresh_id));
     let (purchase, effects) = lifecycle::create(
         id,
         new.customer_id,
@@ -105,8 +103,18 @@ async fn create(
         new.shipping_address,
         Utc::now(),
     );
-    let purchase = match app.purchases.create_purchase(&purchase).await {
-        Ok(()) => {
+    // The answer, should the workflow start, is recorded for the key in the
+    // purchase's own write; an answer that turns out otherwise replaces it.
+    let completion = run.completion(&accepted(&purchase, ACCEPTED)?);
+    let purchase = match app
+        .purchases
+        .create_purchase(&purchase, completion.as_ref())
+        .await
+    {
+        Ok(recorded) => {
+            if let (true, Some(completion)) = (recorded, &completion) {
+                run.recorded(completion);
+            }
             // Starting the workflow is done below, for retries too.
             service::record_counts(&purchase.purchase_id, effects);
             tracing::info!(purchase_id = %purchase.purchase_id, customer_id = %purchase.customer_id, "purchase created");
@@ -123,12 +131,15 @@ async fn create(
     };
     let purchase = start_workflow(app, purchase).await?;
     let message = match purchase.status {
-        PurchaseStatus::Pending => {
-            "purchase accepted; availability check, payment and provisioning follow"
-        }
+        PurchaseStatus::Pending => ACCEPTED,
         _ => "purchase accepted earlier; its status says where it stands",
     };
-    let mut response = to_json(StatusCode::CREATED, &StatusMessage::of(&purchase, message))?;
+    accepted(&purchase, message)
+}
+
+/// `201 Created` for `purchase`, with where to find it.
+fn accepted(purchase: &Purchase, message: &str) -> Result<ApiResponse, ApiError> {
+    let mut response = to_json(StatusCode::CREATED, &StatusMessage::of(purchase, message))?;
     if let Ok(location) = HeaderValue::from_str(&location_of(purchase.purchase_id.as_str())) {
         response.headers_mut().insert(header::LOCATION, location);
     }

@@ -122,10 +122,13 @@ pub enum Command<'a> {
     PaymentRetrying,
     /// Which lines remain to provision? Answers with [`Effect::Provision`]s.
     BeginProvisioning,
-    LineProvisioned {
-        product: &'a ProductId,
+    /// These lines were delivered: recorded together, in one write.
+    LinesProvisioned {
+        products: &'a [ProductId],
     },
+    /// `product` was refused, after `delivered` were delivered.
     ProvisioningRefused {
+        delivered: &'a [ProductId],
         product: &'a ProductId,
     },
     /// The workflow parked in `AwaitReview` with this task token.
@@ -338,8 +341,15 @@ pub fn decide(
         Command::PaymentDeclined => draft.payment_declined(),
         Command::PaymentRetrying => draft.payment_retrying(),
         Command::BeginProvisioning => draft.begin_provisioning()?,
-        Command::LineProvisioned { product } => draft.line_provisioned(product),
-        Command::ProvisioningRefused { product } => draft.provisioning_refused(product),
+        Command::LinesProvisioned { products } => products
+            .iter()
+            .for_each(|product| draft.line_provisioned(product)),
+        Command::ProvisioningRefused { delivered, product } => {
+            delivered
+                .iter()
+                .for_each(|product| draft.line_provisioned(product));
+            draft.provisioning_refused(product);
+        }
         Command::ParkForReview { token } => draft.park_for_review(token),
         Command::BeginRevoke { outcome } => draft.begin_revoke(outcome),
         Command::LineRevoked { product, outcome } => draft.line_revoked(product, outcome),
@@ -1466,8 +1476,8 @@ mod tests {
         let mut done = paid(&[("a", 1)]);
         done = run(
             &done,
-            Command::LineProvisioned {
-                product: &ProductId::new("a"),
+            Command::LinesProvisioned {
+                products: &[ProductId::new("a")],
             },
         )
         .0;
@@ -1487,8 +1497,8 @@ mod tests {
         let mut done = paid(&[("a", 1)]);
         done = run(
             &done,
-            Command::LineProvisioned {
-                product: &ProductId::new("a"),
+            Command::LinesProvisioned {
+                products: &[ProductId::new("a")],
             },
         )
         .0;
@@ -1526,20 +1536,42 @@ mod tests {
     }
 
     #[test]
+    fn lines_delivered_together_complete_the_purchase_in_one_write() {
+        let p = paid(&[("a", 1), ("b", 2)]);
+        let (done, decision) = run(
+            &p,
+            Command::LinesProvisioned {
+                products: &[ProductId::new("a"), ProductId::new("b")],
+            },
+        );
+        assert_eq!(done.version, p.version + 1, "one write");
+        assert_eq!(done.status, PurchaseStatus::Completed);
+        assert!(done.finalized_at.is_some());
+        assert_eq!(decision.stock, StockChange::None);
+        // Only some of them: recorded, not completed.
+        let (part, _) = run(
+            &p,
+            Command::LinesProvisioned {
+                products: &[ProductId::new("b")],
+            },
+        );
+        assert_eq!(part.status, PurchaseStatus::Paid);
+        let b = part.products.iter().find(|l| l.id == "b").unwrap();
+        assert_eq!(b.status, LineStatus::Provisioned);
+    }
+
+    #[test]
     fn delivered_lines_are_revoked_before_the_refund() {
         let p = paid(&[("ebook", 1), ("fail-provision-license", 1)]);
         let (p, _) = run(
             &p,
-            Command::LineProvisioned {
-                product: &ProductId::new("ebook"),
-            },
-        );
-        let (p, _) = run(
-            &p,
             Command::ProvisioningRefused {
+                delivered: &[ProductId::new("ebook")],
                 product: &ProductId::new("fail-provision-license"),
             },
         );
+        let ebook = p.products.iter().find(|l| l.id == "ebook").unwrap();
+        assert_eq!(ebook.status, LineStatus::Provisioned);
         assert_eq!(p.status, PurchaseStatus::Failed);
         let outcome = Outcome {
             status: PurchaseStatus::Failed,

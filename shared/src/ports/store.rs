@@ -60,7 +60,17 @@ pub struct PurchasePage {
 #[async_trait]
 pub trait PurchaseStore: Send + Sync {
     /// Stores a new purchase; `AlreadyExists` if the id is taken.
-    async fn create_purchase(&self, purchase: &Purchase) -> Result<(), StoreError>;
+    ///
+    /// With `completion`, the `Idempotency-Key` of the request that creates
+    /// it is completed in the same atomic write, so the create's answer costs
+    /// no write (and no round trip) of its own. Answers whether it was: a
+    /// key no longer held (its claim expired) is left alone and the purchase
+    /// stored anyway.
+    async fn create_purchase(
+        &self,
+        purchase: &Purchase,
+        completion: Option<&Completion>,
+    ) -> Result<bool, StoreError>;
 
     async fn get_purchase(&self, purchase_id: &PurchaseId) -> Result<Option<Purchase>, StoreError>;
 
@@ -136,6 +146,15 @@ pub struct IdempotencyRecord {
 fn claimed() -> bool {
     true
 }
+/// A request's final answer, recorded for its `Idempotency-Key` (the
+/// record's `response`) until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub key: String,
+    pub response: StoredResponse,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// The answer to a claim of an `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -165,12 +184,7 @@ pub trait IdempotencyStore: Send + Sync {
     /// until `expires_at` (a claim lives only as long as a request may run;
     /// a response lives as long as retries are honoured). `NotFound` if no
     /// live record holds the key.
-    async fn complete(
-        &self,
-        key: &str,
-        response: &StoredResponse,
-        expires_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StoreError>;
+    async fn complete(&self, completion: &Completion) -> Result<(), StoreError>;
 
     /// Frees `key` for a retry (the claiming request gave no final answer)
     /// until `expires_at`. The record's `resource_id` stays, so the retry

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::domain::lifecycle::{Command, Effect, Outcome, may_go_forward};
-use crate::domain::purchase::{Purchase, PurchaseStatus};
-use crate::domain::{DomainError, PurchaseId};
+use crate::domain::purchase::{Purchase, PurchaseLine, PurchaseStatus};
+use crate::domain::{DomainError, ProductId, PurchaseId};
 use crate::ports::payment::{
     CaptureRequest, PaymentError, PaymentGateway, RefundOutcome, RefundRequest,
 };
@@ -459,39 +459,70 @@ impl StepRun<'_> {
 
     async fn provision_products(&self) -> Result<(), StepOutcome> {
         let transition = self.apply(|_| Command::BeginProvisioning).await?;
-        // In the order given; each delivery recorded as soon as it is made,
-        // so a retry starts where this attempt stopped.
-        for effect in transition.effects {
-            let Effect::Provision(line) = effect else {
-                continue;
-            };
-            if self.out_of_time() {
-                return Err(StepError::Transient(
-                    "provisioning continues in the next attempt".into(),
-                )
-                .into());
-            }
-            match self.deps.provisioning.provision(self.id, &line).await {
-                Ok(()) => {
-                    let transition = self
-                        .apply(|_| Command::LineProvisioned { product: &line.id })
-                        .await?;
-                    may_go_forward(&transition.purchase).map_err(StepError::from)?;
+        let lines: Vec<PurchaseLine> = transition
+            .effects
+            .into_iter()
+            .filter_map(|effect| match effect {
+                Effect::Provision(line) => Some(line),
+                _ => None,
+            })
+            .collect();
+        // In the order given. Deliveries are recorded together, in one write
+        // at the end (a write unit per line saved): an attempt that dies
+        // before it has its lines delivered again by the retry, which the
+        // provider's idempotency keys make harmless — and undoing revokes a
+        // paid purchase's reserved lines too, so nothing delivered is kept.
+        let mut delivered: Vec<ProductId> = Vec::with_capacity(lines.len());
+        let mut stopped: Option<StepError> = None;
+        for line in &lines {
+            if !delivered.is_empty() {
+                // Stopped meanwhile (a cancel during a slow delivery)? Then
+                // nothing more is delivered. A read, not a write.
+                if let Err(error) = may_go_forward(&self.load().await?) {
+                    stopped = Some(error.into());
+                    break;
                 }
+            }
+            if self.out_of_time() {
+                stopped = Some(StepError::Transient(
+                    "provisioning continues in the next attempt".into(),
+                ));
+                break;
+            }
+            match self.deps.provisioning.provision(self.id, line).await {
+                Ok(()) => delivered.push(line.id.clone()),
                 Err(ProvisioningError::Rejected(reason)) => {
-                    self.apply(|_| Command::ProvisioningRefused { product: &line.id })
-                        .await?;
+                    self.apply(|_| Command::ProvisioningRefused {
+                        delivered: &delivered,
+                        product: &line.id,
+                    })
+                    .await?;
                     return Err(StepError::ProvisioningFailed(reason).into());
                 }
                 Err(ProvisioningError::Transient(reason)) => {
-                    return Err(StepError::Transient(reason).into());
+                    stopped = Some(StepError::Transient(reason));
+                    break;
                 }
                 Err(ProvisioningError::Misconfigured(reason)) => {
-                    return Err(StepError::Internal(reason).into());
+                    stopped = Some(StepError::Internal(reason));
+                    break;
                 }
             }
         }
-        Ok(())
+        if !delivered.is_empty() {
+            let transition = self
+                .apply(|_| Command::LinesProvisioned {
+                    products: &delivered,
+                })
+                .await?;
+            if stopped.is_none() {
+                may_go_forward(&transition.purchase).map_err(StepError::from)?;
+            }
+        }
+        match stopped {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
     }
 
     /// Parks the workflow while the purchase is `ON_HOLD`: stores the task

@@ -1,5 +1,7 @@
 //! The idempotency table: `IdempotencyStore`.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -11,7 +13,7 @@ use super::errors::classify;
 use super::{
     DynamoStore, EXPIRES_AT, FINGERPRINT, IDEMPOTENCY_KEY, IN_FLIGHT, MAX_STORE_ATTEMPTS, RESPONSE,
 };
-use crate::ports::store::{Claim, IdempotencyRecord, IdempotencyStore, StoreError, StoredResponse};
+use crate::ports::store::{Claim, Completion, IdempotencyRecord, IdempotencyStore, StoreError};
 
 /// A record a claim may take over, keeping its `resourceId`.
 enum Takeover {
@@ -19,6 +21,39 @@ enum Takeover {
     Released,
     /// Still marked in flight but expired: the same request's attempt died.
     Abandoned,
+}
+
+/// Records a request's final answer on its key: alone (`complete`), or in
+/// the transaction that creates a purchase (`create_purchase`).
+pub(super) const COMPLETE: &str =
+    "SET #response = :response, #expiresAt = :expiresAt, #inFlight = :false";
+/// A live record holds the key. An expired one is absent, as TTL may not
+/// have deleted it yet.
+pub(super) const KEY_IS_HELD: &str = "attribute_exists(#key) AND #expiresAt > :now";
+
+/// The names and values [`COMPLETE`] and [`KEY_IS_HELD`] use.
+pub(super) fn completion_attributes(
+    completion: &Completion,
+) -> Result<(HashMap<String, String>, HashMap<String, AttributeValue>), StoreError> {
+    let names = HashMap::from([
+        ("#key".to_owned(), IDEMPOTENCY_KEY.to_owned()),
+        ("#expiresAt".to_owned(), EXPIRES_AT.to_owned()),
+        ("#response".to_owned(), RESPONSE.to_owned()),
+        ("#inFlight".to_owned(), IN_FLIGHT.to_owned()),
+    ]);
+    let values = HashMap::from([
+        (":now".to_owned(), n(now_seconds())),
+        (":false".to_owned(), AttributeValue::Bool(false)),
+        (
+            ":response".to_owned(),
+            AttributeValue::M(to_item(&completion.response)?),
+        ),
+        (
+            ":expiresAt".to_owned(),
+            n(completion.expires_at.timestamp()),
+        ),
+    ]);
+    Ok((names, values))
 }
 
 impl DynamoStore {
@@ -177,29 +212,17 @@ impl IdempotencyStore for DynamoStore {
         Ok((record.expires_at > Utc::now()).then_some(record))
     }
 
-    async fn complete(
-        &self,
-        key: &str,
-        response: &StoredResponse,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn complete(&self, completion: &Completion) -> Result<(), StoreError> {
+        let (names, values) = completion_attributes(completion)?;
         let result = self
             .client
             .update_item()
             .table_name(&self.tables.idempotency)
-            .set_key(Some(idempotency_key(key)))
-            .update_expression(
-                "SET #response = :response, #expiresAt = :expiresAt, #inFlight = :false",
-            )
-            .condition_expression("attribute_exists(#key) AND #expiresAt > :now")
-            .expression_attribute_names("#key", IDEMPOTENCY_KEY)
-            .expression_attribute_names("#expiresAt", EXPIRES_AT)
-            .expression_attribute_names("#response", RESPONSE)
-            .expression_attribute_names("#inFlight", IN_FLIGHT)
-            .expression_attribute_values(":now", n(now_seconds()))
-            .expression_attribute_values(":false", AttributeValue::Bool(false))
-            .expression_attribute_values(":response", AttributeValue::M(to_item(response)?))
-            .expression_attribute_values(":expiresAt", n(expires_at.timestamp()))
+            .set_key(Some(idempotency_key(&completion.key)))
+            .update_expression(COMPLETE)
+            .condition_expression(KEY_IS_HELD)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await;
         match result {
@@ -210,7 +233,10 @@ impl IdempotencyStore for DynamoStore {
                     Some(UpdateItemError::ConditionalCheckFailedException(_))
                 ) =>
             {
-                Err(StoreError::NotFound(format!("idempotency key {key}")))
+                Err(StoreError::NotFound(format!(
+                    "idempotency key {}",
+                    completion.key
+                )))
             }
             Err(e) => Err(classify(e)),
         }

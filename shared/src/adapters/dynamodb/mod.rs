@@ -7,7 +7,8 @@
 //! - purchases: one item per purchase, the whole document with the model's
 //!   camelCase names as attributes; key `purchaseId`; indexes `byCustomer`,
 //!   `allPurchases` and `unfinishedPurchases`, all sorted by `purchaseId`
-//!   (UUIDv7: creation order).
+//!   (UUIDv7: creation order), all projecting keys only (listings read the
+//!   items with `BatchGetItem`), so a purchase's changes write no index.
 //! - products: one item per product (key `id`, with `stock`). Stock moves in
 //!   the same transaction as the purchase whose lines hold it.
 //! - idempotency: one item per `Idempotency-Key`, expiring through TTL on
@@ -81,7 +82,6 @@ impl DynamoTables {
 // machine and the tables.
 const PURCHASE_ID: &str = "purchaseId";
 const CUSTOMER_ID: &str = "customerId";
-const STATUS: &str = "status";
 const VERSION: &str = "version";
 /// `Product::id`: the key of the products table.
 const ID: &str = "id";
@@ -175,8 +175,16 @@ impl DynamoStore {
             .attribute_definitions(string_key(CUSTOMER_ID)?)
             .attribute_definitions(string_key(RECORD_TYPE)?)
             .attribute_definitions(string_key(UNFINISHED)?)
-            // A customer's listing reads whole purchases straight from the index.
-            .global_secondary_indexes(index(BY_CUSTOMER_INDEX, CUSTOMER_ID, ProjectionType::All)?)
+            // Keys only, like the other two: an index that projected the
+            // whole purchase would be written again with every change of it
+            // (a second write unit for each of the workflow's writes); keys
+            // are written once, at creation. Listings read the page's items
+            // with one BatchGetItem.
+            .global_secondary_indexes(index(
+                BY_CUSTOMER_INDEX,
+                CUSTOMER_ID,
+                ProjectionType::KeysOnly,
+            )?)
             // Every purchase shares one partition of this index. Keys only, so
             // only a purchase's creation writes to it, not each status change:
             // that keeps the single partition far from its write limit.

@@ -9,21 +9,23 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 
 use super::codec::{
-    internal, n, number_attribute, product_key, purchase_from_item, purchase_item, purchase_key, s,
+    idempotency_key, internal, n, number_attribute, product_key, purchase_from_item, purchase_item,
+    purchase_key, s,
 };
 use super::errors::{
     TransactionFailure, backoff, classify, condition_failed, is_transient_reason,
     transaction_failure,
 };
+use super::idempotency::{COMPLETE, KEY_IS_HELD, completion_attributes};
 use super::{
     ALL_PURCHASES_INDEX, BY_CUSTOMER_INDEX, CUSTOMER_ID, DynamoStore, ID, Item, MAX_STORE_ATTEMPTS,
-    MAX_TRANSACTION_ITEMS, PURCHASE_ID, PURCHASE_RECORD, RECORD_TYPE, STATUS, STOCK, UNFINISHED,
+    MAX_TRANSACTION_ITEMS, PURCHASE_ID, PURCHASE_RECORD, RECORD_TYPE, STOCK, UNFINISHED,
     UNFINISHED_INDEX, UNFINISHED_RECORD, VERSION,
 };
 use crate::domain::lifecycle::StockChange;
 use crate::domain::purchase::Purchase;
 use crate::domain::{ProductId, PurchaseId};
-use crate::ports::store::{PurchasePage, PurchaseQuery, PurchaseStore, StoreError};
+use crate::ports::store::{Completion, PurchasePage, PurchaseQuery, PurchaseStore, StoreError};
 
 // Page tokens: the key of the last purchase returned, as JSON, which is also
 // the index's ExclusiveStartKey for the next page.
@@ -226,6 +228,85 @@ impl DynamoStore {
         }
     }
 
+    /// A new purchase alone: one conditional `PutItem`.
+    async fn put_new_purchase(&self, purchase: &Purchase) -> Result<(), StoreError> {
+        self.put_new(
+            &self.tables.purchases,
+            purchase_item(purchase)?,
+            PURCHASE_ID,
+            &format!("purchase {}", purchase.purchase_id),
+        )
+        .await
+    }
+
+    /// A new purchase and the completion of the key that asked for it: one
+    /// `TransactWriteItems`, so the create costs one round trip and its
+    /// answer is recorded exactly when the purchase exists.
+    async fn put_new_purchase_completing(
+        &self,
+        purchase: &Purchase,
+        completion: &Completion,
+    ) -> Result<bool, StoreError> {
+        let id = purchase.purchase_id.as_str();
+        let (names, values) = completion_attributes(completion)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let put = Put::builder()
+                .table_name(&self.tables.purchases)
+                .set_item(Some(purchase_item(purchase)?))
+                .condition_expression("attribute_not_exists(#id)")
+                .expression_attribute_names("#id", PURCHASE_ID)
+                .build()
+                .map_err(internal)?;
+            let complete = Update::builder()
+                .table_name(&self.tables.idempotency)
+                .set_key(Some(idempotency_key(&completion.key)))
+                .update_expression(COMPLETE)
+                .condition_expression(KEY_IS_HELD)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .build()
+                .map_err(internal)?;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put).build())
+                .transact_items(TransactWriteItem::builder().update(complete).build())
+                .send()
+                .await;
+            let reasons = match result {
+                Ok(_) => return Ok(true),
+                Err(e) => match transaction_failure(e) {
+                    TransactionFailure::Cancelled(reasons) => reasons,
+                    TransactionFailure::Other(error) => return Err(error),
+                },
+            };
+            match (reasons.first(), reasons.get(1)) {
+                (Some(taken), _) if condition_failed(taken) => {
+                    return Err(StoreError::AlreadyExists(format!("purchase {id}")));
+                }
+                // The key's claim expired meanwhile: the purchase is stored
+                // all the same, and the caller completes the key its way.
+                (_, Some(not_held)) if condition_failed(not_held) => {
+                    return self.put_new_purchase(purchase).await.map(|()| false);
+                }
+                _ => {}
+            }
+            let transient = reasons.iter().any(|r| is_transient_reason(r.code()));
+            if transient && attempt < MAX_STORE_ATTEMPTS {
+                backoff(attempt).await;
+                continue;
+            }
+            let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("?")).collect();
+            return Err(if transient {
+                StoreError::Unavailable(format!("purchase create cancelled: {codes:?}"))
+            } else {
+                StoreError::Internal(format!("purchase create cancelled: {codes:?}"))
+            });
+        }
+    }
+
     /// The purchases an index page of keys names, in that order.
     async fn purchases_of_keys(&self, keys: &[Item]) -> Result<Vec<Purchase>, StoreError> {
         let ids: Vec<String> = keys
@@ -245,14 +326,15 @@ impl DynamoStore {
 
 #[async_trait]
 impl PurchaseStore for DynamoStore {
-    async fn create_purchase(&self, purchase: &Purchase) -> Result<(), StoreError> {
-        self.put_new(
-            &self.tables.purchases,
-            purchase_item(purchase)?,
-            PURCHASE_ID,
-            &format!("purchase {}", purchase.purchase_id),
-        )
-        .await
+    async fn create_purchase(
+        &self,
+        purchase: &Purchase,
+        completion: Option<&Completion>,
+    ) -> Result<bool, StoreError> {
+        match completion {
+            Some(completion) => self.put_new_purchase_completing(purchase, completion).await,
+            None => self.put_new_purchase(purchase).await.map(|()| false),
+        }
     }
 
     async fn get_purchase(&self, purchase_id: &PurchaseId) -> Result<Option<Purchase>, StoreError> {
@@ -300,7 +382,7 @@ impl PurchaseStore for DynamoStore {
         let read_size = i32::try_from(read_size).unwrap_or(i32::MAX);
         let mut found: Vec<Purchase> = Vec::with_capacity(limit + 1);
         loop {
-            let mut request = self
+            let output = self
                 .client
                 .query()
                 .table_name(&self.tables.purchases)
@@ -310,27 +392,16 @@ impl PurchaseStore for DynamoStore {
                 .expression_attribute_values(":partition", s(partition_value))
                 .scan_index_forward(query.oldest_first)
                 .limit(read_size)
-                .set_exclusive_start_key(exclusive_start.take());
-            // Only `byCustomer` projects `status`; `allPurchases` is filtered
-            // after fetching the items below.
-            if let (Some(status), BY_CUSTOMER_INDEX) = (query.status, index) {
-                request = request
-                    .filter_expression("#status = :status")
-                    .expression_attribute_names("#status", STATUS)
-                    .expression_attribute_values(":status", s(status.as_str()));
-            }
-            let output = request.send().await.map_err(classify)?;
-            let purchases: Vec<Purchase> = if index == BY_CUSTOMER_INDEX {
-                output
-                    .items()
-                    .iter()
-                    .map(purchase_from_item)
-                    .collect::<Result<_, _>>()?
-            } else {
-                self.purchases_of_keys(output.items()).await?
-            };
+                .set_exclusive_start_key(exclusive_start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            // The indexes project keys only (whichever projection a stack
+            // has, the items are read from the table): the status filter
+            // applies to the items.
             found.extend(
-                purchases
+                self.purchases_of_keys(output.items())
+                    .await?
                     .into_iter()
                     .filter(|p| query.status.is_none_or(|status| p.status == status)),
             );

@@ -26,8 +26,8 @@ use crate::domain::lifecycle::StockChange;
 use crate::domain::purchase::{Product, Purchase};
 use crate::domain::{ProductId, PurchaseId};
 use crate::ports::store::{
-    Claim, IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery,
-    PurchaseStore, RuleSetRecord, RuleSetStore, StoreError, StoredResponse,
+    Claim, Completion, IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery,
+    PurchaseStore, RuleSetRecord, RuleSetStore, StoreError,
 };
 
 /// purchaseId → Purchase (JSON). Ids are UUIDv7, so key order is creation order.
@@ -179,8 +179,13 @@ fn change_stock(txn: &WriteTransaction, stock: &StockChange) -> Result<(), Store
 
 #[async_trait]
 impl PurchaseStore for EmbeddedStore {
-    async fn create_purchase(&self, purchase: &Purchase) -> Result<(), StoreError> {
+    async fn create_purchase(
+        &self,
+        purchase: &Purchase,
+        completion: Option<&Completion>,
+    ) -> Result<bool, StoreError> {
         let purchase = purchase.clone();
+        let completion = completion.cloned();
         self.write(move |txn| {
             let bytes = encode(&purchase)?;
             let id = purchase.purchase_id.as_str();
@@ -197,7 +202,10 @@ impl PurchaseStore for EmbeddedStore {
                 let mut unfinished = txn.open_table(UNFINISHED).map_err(internal)?;
                 unfinished.insert(id, ()).map_err(internal)?;
             }
-            Ok(())
+            match &completion {
+                Some(completion) => complete_key(txn, completion),
+                None => Ok(false),
+            }
         })
         .await
     }
@@ -410,6 +418,23 @@ fn live_record(
     Ok(stored_record(table, key)?.filter(|record| record.expires_at > Utc::now()))
 }
 
+/// Records a request's final answer on its key, if a live record holds
+/// it; whether one did.
+fn complete_key(txn: &WriteTransaction, completion: &Completion) -> Result<bool, StoreError> {
+    let mut table = txn.open_table(IDEMPOTENCY).map_err(internal)?;
+    let Some(mut record) = live_record(&table, &completion.key)? else {
+        return Ok(false);
+    };
+    record.response = Some(completion.response.clone());
+    record.in_flight = false;
+    record.expires_at = completion.expires_at;
+    let bytes = encode(&record)?;
+    table
+        .insert(completion.key.as_str(), bytes.as_slice())
+        .map_err(internal)?;
+    Ok(true)
+}
+
 #[async_trait]
 impl IdempotencyStore for EmbeddedStore {
     async fn claim(&self, record: &IdempotencyRecord) -> Result<Claim, StoreError> {
@@ -449,27 +474,14 @@ impl IdempotencyStore for EmbeddedStore {
         live_record(&table, key)
     }
 
-    async fn complete(
-        &self,
-        key: &str,
-        response: &StoredResponse,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let key = key.to_owned();
-        let response = response.clone();
-        self.write(move |txn| {
-            let mut table = txn.open_table(IDEMPOTENCY).map_err(internal)?;
-            let Some(mut record) = live_record(&table, &key)? else {
-                return Err(StoreError::NotFound(format!("idempotency key {key}")));
-            };
-            record.response = Some(response);
-            record.in_flight = false;
-            record.expires_at = expires_at;
-            let bytes = encode(&record)?;
-            table
-                .insert(key.as_str(), bytes.as_slice())
-                .map_err(internal)?;
-            Ok(())
+    async fn complete(&self, completion: &Completion) -> Result<(), StoreError> {
+        let completion = completion.clone();
+        self.write(move |txn| match complete_key(txn, &completion)? {
+            true => Ok(()),
+            false => Err(StoreError::NotFound(format!(
+                "idempotency key {}",
+                completion.key
+            ))),
         })
         .await
     }
