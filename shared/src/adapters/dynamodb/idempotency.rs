@@ -31,10 +31,16 @@ pub(super) const COMPLETE: &str =
 /// have deleted it yet.
 pub(super) const KEY_IS_HELD: &str = "attribute_exists(#key) AND #expiresAt > :now";
 
+/// The attribute names and values an update expression uses.
+pub(super) struct ExpressionAttributes {
+    pub(super) names: HashMap<String, String>,
+    pub(super) values: HashMap<String, AttributeValue>,
+}
+
 /// The names and values [`COMPLETE`] and [`KEY_IS_HELD`] use.
 pub(super) fn completion_attributes(
     completion: &Completion,
-) -> Result<(HashMap<String, String>, HashMap<String, AttributeValue>), StoreError> {
+) -> Result<ExpressionAttributes, StoreError> {
     let names = HashMap::from([
         ("#key".to_owned(), IDEMPOTENCY_KEY.to_owned()),
         ("#expiresAt".to_owned(), EXPIRES_AT.to_owned()),
@@ -53,7 +59,7 @@ pub(super) fn completion_attributes(
             n(completion.expires_at.timestamp()),
         ),
     ]);
-    Ok((names, values))
+    Ok(ExpressionAttributes { names, values })
 }
 
 impl DynamoStore {
@@ -213,7 +219,7 @@ impl IdempotencyStore for DynamoStore {
     }
 
     async fn complete(&self, completion: &Completion) -> Result<(), StoreError> {
-        let (names, values) = completion_attributes(completion)?;
+        let ExpressionAttributes { names, values } = completion_attributes(completion)?;
         let result = self
             .client
             .update_item()

@@ -16,7 +16,7 @@ use super::errors::{
     TransactionFailure, backoff, classify, condition_failed, is_transient_reason,
     transaction_failure,
 };
-use super::idempotency::{COMPLETE, KEY_IS_HELD, completion_attributes};
+use super::idempotency::{COMPLETE, ExpressionAttributes, KEY_IS_HELD, completion_attributes};
 use super::{
     ALL_PURCHASES_INDEX, BY_CUSTOMER_INDEX, CUSTOMER_ID, DynamoStore, ID, Item, MAX_STORE_ATTEMPTS,
     MAX_TRANSACTION_ITEMS, PURCHASE_ID, PURCHASE_RECORD, RECORD_TYPE, STOCK, UNFINISHED,
@@ -248,7 +248,7 @@ impl DynamoStore {
         completion: &Completion,
     ) -> Result<bool, StoreError> {
         let id = purchase.purchase_id.as_str();
-        let (names, values) = completion_attributes(completion)?;
+        let ExpressionAttributes { names, values } = completion_attributes(completion)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
