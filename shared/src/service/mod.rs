@@ -49,13 +49,29 @@ pub struct Transition {
 pub async fn transition(
     store: &dyn PurchaseStore,
     id: &PurchaseId,
+    decide: impl FnMut(&Purchase) -> Result<Decision, DomainError>,
+) -> Result<Transition, TransitionError> {
+    transition_from(store, id, None, decide).await
+}
+
+/// [`transition`], deciding first on `known` (a copy the caller read or
+/// wrote a moment ago) instead of reading it again: the write is
+/// conditional on its version all the same, and a lost race reads afresh.
+/// One round trip fewer for a step that reads, calls a provider, records.
+async fn transition_from(
+    store: &dyn PurchaseStore,
+    id: &PurchaseId,
+    mut known: Option<Purchase>,
     mut decide: impl FnMut(&Purchase) -> Result<Decision, DomainError>,
 ) -> Result<Transition, TransitionError> {
     for attempt in 0..ATTEMPTS {
-        let current = store
-            .get_purchase(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("purchase {id}")))?;
+        let current = match known.take() {
+            Some(purchase) => purchase,
+            None => store
+                .get_purchase(id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("purchase {id}")))?,
+        };
         let decision = decide(&current)?;
         let Some(next) = decision.next else {
             return Ok(Transition {
@@ -93,6 +109,20 @@ pub async fn apply<'c>(
     mut command: impl FnMut(&Purchase) -> Command<'c>,
 ) -> Result<Transition, TransitionError> {
     transition(store, id, |p| decide(p, command(p), Utc::now())).await
+}
+
+/// [`apply`] on `known`, the purchase as the caller last saw it (see
+/// [`transition_from`]).
+pub async fn apply_to<'c>(
+    store: &dyn PurchaseStore,
+    known: Purchase,
+    mut command: impl FnMut(&Purchase) -> Command<'c>,
+) -> Result<Transition, TransitionError> {
+    let id = known.purchase_id.clone();
+    transition_from(store, &id, Some(known), |p| {
+        decide(p, command(p), Utc::now())
+    })
+    .await
 }
 
 /// Records the counting effects of a decision that was written (each

@@ -342,6 +342,16 @@ impl StepRun<'_> {
         Ok(service::apply(self.deps.purchases.as_ref(), self.id, command).await?)
     }
 
+    /// [`Self::apply`], deciding first on the purchase as this step last saw
+    /// it rather than reading it again.
+    async fn apply_to<'c>(
+        &self,
+        known: Purchase,
+        command: impl FnMut(&Purchase) -> Command<'c>,
+    ) -> Result<Transition, StepError> {
+        Ok(service::apply_to(self.deps.purchases.as_ref(), known, command).await?)
+    }
+
     fn outcome(&self) -> Result<Outcome, StepError> {
         self.input
             .outcome
@@ -371,7 +381,7 @@ impl StepRun<'_> {
             )
             .await
             .map_err(StepError::from)?;
-            let result = service::apply(self.deps.purchases.as_ref(), self.id, |_| {
+            let result = service::apply_to(self.deps.purchases.as_ref(), purchase, |_| {
                 Command::EvaluateRules { rules: &rules }
             })
             .await;
@@ -415,12 +425,14 @@ impl StepRun<'_> {
     }
 
     async fn capture_payment(&self) -> Result<(), StepOutcome> {
-        let transition = self.apply(|_| Command::BeginCapture).await?;
+        let Transition {
+            purchase, effects, ..
+        } = self.apply(|_| Command::BeginCapture).await?;
         let Some(Effect::Capture {
             idempotency_key,
             amount,
             payment,
-        }) = transition.effects.into_iter().next()
+        }) = effects.into_iter().next()
         else {
             return Ok(()); // captured by an earlier attempt
         };
@@ -435,7 +447,7 @@ impl StepRun<'_> {
         match self.deps.payments.capture(&request).await {
             Ok(capture) => {
                 let transition = self
-                    .apply(|_| Command::PaymentCaptured {
+                    .apply_to(purchase, |_| Command::PaymentCaptured {
                         reference: &capture.payment_reference,
                     })
                     .await?;
@@ -445,12 +457,14 @@ impl StepRun<'_> {
                 Ok(())
             }
             Err(PaymentError::Declined(reason)) => {
-                self.apply(|_| Command::PaymentDeclined).await?;
+                self.apply_to(purchase, |_| Command::PaymentDeclined)
+                    .await?;
                 Err(StepError::PaymentDeclined(reason).into())
             }
             Err(PaymentError::Transient(reason)) => {
                 // Shown on the timeline so a customer sees why it is slow.
-                self.apply(|_| Command::PaymentRetrying).await?;
+                self.apply_to(purchase, |_| Command::PaymentRetrying)
+                    .await?;
                 Err(StepError::Transient(reason).into())
             }
             Err(PaymentError::Misconfigured(reason)) => Err(StepError::Internal(reason).into()),
@@ -458,9 +472,12 @@ impl StepRun<'_> {
     }
 
     async fn provision_products(&self) -> Result<(), StepOutcome> {
-        let transition = self.apply(|_| Command::BeginProvisioning).await?;
-        let lines: Vec<PurchaseLine> = transition
-            .effects
+        let Transition {
+            purchase: mut known,
+            effects,
+            ..
+        } = self.apply(|_| Command::BeginProvisioning).await?;
+        let lines: Vec<PurchaseLine> = effects
             .into_iter()
             .filter_map(|effect| match effect {
                 Effect::Provision(line) => Some(line),
@@ -478,7 +495,8 @@ impl StepRun<'_> {
             if !delivered.is_empty() {
                 // Stopped meanwhile (a cancel during a slow delivery)? Then
                 // nothing more is delivered. A read, not a write.
-                if let Err(error) = may_go_forward(&self.load().await?) {
+                known = self.load().await?;
+                if let Err(error) = may_go_forward(&known) {
                     stopped = Some(error.into());
                     break;
                 }
@@ -492,7 +510,7 @@ impl StepRun<'_> {
             match self.deps.provisioning.provision(self.id, line).await {
                 Ok(()) => delivered.push(line.id.clone()),
                 Err(ProvisioningError::Rejected(reason)) => {
-                    self.apply(|_| Command::ProvisioningRefused {
+                    self.apply_to(known, |_| Command::ProvisioningRefused {
                         delivered: &delivered,
                         product: &line.id,
                     })
@@ -511,7 +529,7 @@ impl StepRun<'_> {
         }
         if !delivered.is_empty() {
             let transition = self
-                .apply(|_| Command::LinesProvisioned {
+                .apply_to(known, |_| Command::LinesProvisioned {
                     products: &delivered,
                 })
                 .await?;
@@ -549,8 +567,12 @@ impl StepRun<'_> {
 
     async fn revoke_products(&self) -> Result<(), StepOutcome> {
         let outcome = self.outcome()?;
-        let transition = self.apply(|_| Command::BeginRevoke { outcome }).await?;
-        for effect in transition.effects {
+        let Transition {
+            purchase: mut known,
+            effects,
+            ..
+        } = self.apply(|_| Command::BeginRevoke { outcome }).await?;
+        for effect in effects {
             let Effect::Revoke(line) = effect else {
                 continue;
             };
@@ -561,11 +583,13 @@ impl StepRun<'_> {
             }
             match self.deps.provisioning.revoke(self.id, &line).await {
                 Ok(()) => {
-                    self.apply(|_| Command::LineRevoked {
-                        product: &line.id,
-                        outcome,
-                    })
-                    .await?;
+                    known = self
+                        .apply_to(known, |_| Command::LineRevoked {
+                            product: &line.id,
+                            outcome,
+                        })
+                        .await?
+                        .purchase;
                 }
                 // Retried, then `NeedsAttention` if it never works: what was
                 // delivered is never silently kept.
@@ -577,22 +601,26 @@ impl StepRun<'_> {
 
     async fn refund_payment(&self) -> Result<(), StepOutcome> {
         let outcome = self.outcome()?;
-        let transition = self.apply(|_| Command::BeginRefund { outcome }).await?;
+        let Transition {
+            purchase, effects, ..
+        } = self.apply(|_| Command::BeginRefund { outcome }).await?;
         let Some(Effect::Refund {
             idempotency_key,
             amount,
-        }) = transition.effects.into_iter().next()
+        }) = effects.into_iter().next()
         else {
             return Ok(());
         };
         let request = RefundRequest::new(self.id.clone(), idempotency_key, amount);
         match self.deps.payments.refund(&request).await {
             Ok(RefundOutcome::Refunded) => {
-                self.apply(|_| Command::Refunded { outcome }).await?;
+                self.apply_to(purchase, |_| Command::Refunded { outcome })
+                    .await?;
                 Ok(())
             }
             Ok(RefundOutcome::NothingToRefund) => {
-                self.apply(|_| Command::NothingToRefund { outcome }).await?;
+                self.apply_to(purchase, |_| Command::NothingToRefund { outcome })
+                    .await?;
                 Ok(())
             }
             Err(error) => Err(StepError::Transient(error.to_string()).into()),
