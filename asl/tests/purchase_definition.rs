@@ -1,5 +1,6 @@
-//! The definition deployed to AWS (`statemachine/purchase.asl.json`) must load and run
-//! here, since the local server executes that very file.
+//! The definitions deployed to AWS (`statemachine/purchase.asl.json` and
+//! `review.asl.json`) must load and run here, since the local server executes
+//! those very files.
 
 mod common;
 
@@ -10,12 +11,15 @@ use asl::{ExecutionOutcome, InMemoryJournal, Runner, StateMachine};
 use common::Scripted;
 use serde_json::json;
 
+const FILES: [&str; 2] = ["purchase.asl.json", "review.asl.json"];
+
+fn read(file: &str) -> String {
+    let path = format!("{}/../statemachine/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
 fn definition() -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../statemachine/purchase.asl.json"
-    );
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    read("purchase.asl.json")
 }
 
 /// A substitution for every `${Name}` placeholder the file uses.
@@ -28,22 +32,27 @@ fn substitutions(text: &str) -> HashMap<String, String> {
 }
 
 #[test]
-fn the_deployed_definition_loads() {
-    let text = definition();
-    let machine =
-        StateMachine::from_json(&text, &substitutions(&text)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(!machine.task_resources().is_empty());
-    // Direct Lambda resources became `local:…`; the callback task goes
-    // through the `lambda:invoke` integration, naming its function in Parameters.
-    assert!(
-        machine
-            .task_resources()
-            .iter()
-            .all(|r| r.starts_with("local:")
-                || r == "arn:aws:states:::lambda:invoke.waitForTaskToken"),
-        "{:?}",
-        machine.task_resources()
-    );
+fn the_deployed_definitions_load() {
+    for file in FILES {
+        let text = read(file);
+        let machine = StateMachine::from_json(&text, &substitutions(&text))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(!machine.task_resources().is_empty());
+        // Direct Lambda resources became `local:…`; the callback task goes
+        // through the `lambda:invoke` integration, naming its function in
+        // Parameters; the machines start each other's executions through the
+        // request-response `states:startExecution` integration.
+        assert!(
+            machine
+                .task_resources()
+                .iter()
+                .all(|r| r.starts_with("local:")
+                    || r == "arn:aws:states:::lambda:invoke.waitForTaskToken"
+                    || r == "arn:aws:states:::states:startExecution"),
+            "{file}: {:?}",
+            machine.task_resources()
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

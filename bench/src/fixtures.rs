@@ -15,11 +15,12 @@ use shared::api::app::App;
 use shared::api::endpoint::Endpoint;
 use shared::api::request::{ApiRequest, ApiResponse};
 use shared::auth::{AuthConfig, JwtAuthenticator, KeySource, Scope, mint_hs256_token};
-use shared::domain::PurchaseId;
 use shared::domain::purchase::Product;
 use shared::domain::purchase::TaskDecision;
 use shared::ports::store::Inventory;
-use shared::ports::workflow::{ExecutionState, Workflow, WorkflowError};
+use shared::ports::workflow::{
+    ExecutionState, Machine, Run, Workflow, WorkflowError, WorkflowType,
+};
 use shared::steps::{Step, StepDeps};
 
 use crate::Result;
@@ -40,16 +41,19 @@ pub struct NoopWorkflow;
 
 #[async_trait]
 impl Workflow for NoopWorkflow {
-    async fn start(&self, _: &PurchaseId) -> Result<(), WorkflowError> {
+    fn workflow_type(&self) -> WorkflowType {
+        WorkflowType::Standard
+    }
+    async fn start(&self, _: &Run) -> Result<(), WorkflowError> {
         Ok(())
     }
-    async fn describe(&self, _: &PurchaseId) -> Result<Option<ExecutionState>, WorkflowError> {
+    async fn describe(&self, _: Machine, _: &Run) -> Result<Option<ExecutionState>, WorkflowError> {
         Ok(Some(ExecutionState::Running))
     }
     async fn notify(&self, _: &str, _: TaskDecision) -> Result<(), WorkflowError> {
         Ok(())
     }
-    async fn redrive(&self, _: &PurchaseId) -> Result<(), WorkflowError> {
+    async fn redrive(&self, _: &Run) -> Result<(), WorkflowError> {
         Ok(())
     }
 }

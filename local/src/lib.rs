@@ -3,8 +3,10 @@
 //! - the same API handlers as the Lambdas ([`shared::api`]) behind an axum router;
 //! - an embedded, persistent store ([`shared::embedded`], redb under `DATA_DIR`),
 //!   or DynamoDB when `STORE=dynamodb`;
-//! - the same `statemachine/purchase.asl.json`, executed in-process by the
-//!   [`asl`] runner, calling the same step functions ([`shared::steps`]).
+//! - the same `statemachine/purchase.asl.json` and `review.asl.json`,
+//!   executed in-process by the [`asl`] runner, calling the same step
+//!   functions ([`shared::steps`]), the purchase machine with the semantics
+//!   of its `WORKFLOW_TYPE` ([`workflow`]).
 
 pub mod catalog;
 pub mod console;
@@ -24,8 +26,8 @@ use shared::lambda::config::{self as config, env};
 use shared::ports::payment::PaymentGateway;
 use shared::ports::provisioning::Provisioner;
 use shared::ports::store::{IdempotencyStore, Inventory, PurchaseStore, RuleSetStore};
-use shared::ports::workflow::Workflow;
-use shared::service::reconcile::{Findings, reconcile};
+use shared::ports::workflow::{Workflow, WorkflowType};
+use shared::service::reconcile::{Ages, Findings, reconcile, reconcile_with};
 use shared::steps::StepDeps;
 
 pub use workflow::{Attempt, LocalWorkflow, StepHook};
@@ -84,6 +86,8 @@ pub struct LocalOptions {
     /// How long a purchase must be unchanged before the reconciler looks at
     /// it (`RECONCILE_AFTER_SECONDS`, default 300).
     pub reconcile_after: Duration,
+    /// How the purchase machine runs (`WORKFLOW_TYPE`, default `STANDARD`).
+    pub workflow_type: WorkflowType,
 }
 
 /// The three store ports, as one bundle.
@@ -176,6 +180,7 @@ impl LocalOptions {
                 })?,
         };
         let every = seconds("RECONCILE_EVERY_SECONDS", 60)?;
+        let workflow_type = config::workflow_type().map_err(|e| LocalError(e.to_string()))?;
         Ok(LocalOptions {
             auth: auth_config(&data_dir)?,
             catalog_file: env("CATALOG_FILE").map(PathBuf::from),
@@ -189,6 +194,7 @@ impl LocalOptions {
             delay_scale,
             reconcile_every: (every > 0).then(|| Duration::from_secs(every)),
             reconcile_after: config::reconcile_after().map_err(|e| LocalError(e.to_string()))?,
+            workflow_type,
         })
     }
 }
@@ -264,6 +270,7 @@ impl LocalSystem {
             embedded.clone(),
             options.step_hook.clone(),
             options.delay_scale,
+            options.workflow_type,
         )
         .await
         .map_err(LocalError::wrap("state machine"))?;
@@ -335,6 +342,18 @@ impl LocalSystem {
             self.app.purchases.as_ref(),
             self.app.workflow.as_ref(),
             stale_after.unwrap_or(self.reconcile_after),
+        )
+        .await
+        .map_err(|e| LocalError(e.to_string()))
+    }
+
+    /// One reconciler pass now with both ages given: tests take `EXPRESS`
+    /// runs for lost sooner than the ten minutes a real one may take.
+    pub async fn reconcile_with(&self, ages: Ages) -> Result<Findings, LocalError> {
+        reconcile_with(
+            self.app.purchases.as_ref(),
+            self.app.workflow.as_ref(),
+            ages,
         )
         .await
         .map_err(|e| LocalError(e.to_string()))

@@ -16,8 +16,9 @@
 //! - goods: nothing delivered stays with a purchase that is not `COMPLETED`
 //!   once it is final, and what a purchase says it delivered was delivered;
 //! - a way forward: every purchase that is not final has an execution
-//!   running (at a step, or parked with a token a decision can reach) or
-//!   needs attention with a redrivable execution;
+//!   running (at a step, or its review parked with a token a decision can
+//!   reach) or needs attention with a redrivable execution (`STANDARD`; an
+//!   `EXPRESS` one is redriven by a new run);
 //! - no request ever gets a 5xx (but a redrive's "retry in a moment" while
 //!   the execution still runs), and every timeline stays bounded.
 //!
@@ -25,7 +26,8 @@
 //! stock must balance exactly.
 //!
 //! `INTERLEAVING_CASES` sets the number of cases (600 by default;
-//! `scripts/test.sh` runs 2000 on the embedded store and 40 on DynamoDB).
+//! `scripts/test.sh` runs 2000 on the embedded store, 40 on DynamoDB and 200
+//! with `WORKFLOW_TYPE=EXPRESS`).
 //! Failures shrink to a minimal sequence and are kept in
 //! `interleavings.proptest-regressions`, replayed first on every run.
 
@@ -58,6 +60,7 @@ use shared::domain::purchase::{
 use shared::domain::rules::Contents;
 use shared::domain::{ProductId, PurchaseId};
 use shared::ports::store::{Completion, PurchasePage, PurchaseQuery, PurchaseStore, StoreError};
+use shared::ports::workflow::{Machine, Run};
 use shared::steps::Step;
 
 const SECRET: &str = "interleavings-test-secret-0123456789abcdef";
@@ -316,6 +319,8 @@ impl PurchaseStore for WriteFault {
 
 struct World {
     system: LocalSystem,
+    /// `WORKFLOW_TYPE=EXPRESS`: purchase runs cannot be redriven.
+    express: bool,
     conductor: Arc<Conductor>,
     writes: Arc<WriteFault>,
     payments: Arc<SimulatedPaymentGateway>,
@@ -384,11 +389,13 @@ impl World {
             delay_scale: 0.0,
             reconcile_every: None,
             reconcile_after: Duration::from_secs(300),
+            workflow_type: common::workflow_type_under_test(),
         };
         let system = LocalSystem::start(options).await.unwrap();
         let writes = writes_cell.lock().unwrap().clone().unwrap();
         let world = World {
             system,
+            express: common::express(),
             conductor,
             writes,
             payments,
@@ -488,42 +495,68 @@ impl World {
             .unwrap()
     }
 
-    fn checkpoint(&self, id: &PurchaseId) -> Option<asl::Checkpoint> {
-        self.system.workflow.checkpoint(id.as_str()).unwrap()
+    /// The latest checkpoint of the purchase machine's current run.
+    fn checkpoint(&self, p: &Purchase) -> Option<asl::Checkpoint> {
+        self.system
+            .workflow
+            .checkpoint(&Run::current(p).name())
+            .unwrap()
     }
 
-    /// Whether a purchase's execution is at rest: waiting at a step, ended,
-    /// or parked in review on a token the purchase knows (so a decision can
-    /// reach it). Right after a decision reached the parked task, the
-    /// execution is still at `AwaitReview` for a moment, but the purchase no
-    /// longer holds its token: not at rest yet.
+    /// The executions of the purchase (its runs, their reviews) running
+    /// now, with their latest checkpoints.
+    fn executions(&self, id: &PurchaseId) -> Vec<(Machine, String, Option<asl::Checkpoint>)> {
+        let workflow = &self.system.workflow;
+        workflow
+            .running_executions(id)
+            .into_iter()
+            .map(|(machine, name)| {
+                let checkpoint = workflow.execution_checkpoint(machine, &name).unwrap();
+                (machine, name, checkpoint)
+            })
+            .collect()
+    }
+
+    /// A review execution of the purchase parked in `AwaitReview` (its
+    /// function returned) on the token the purchase knows, so a decision
+    /// can reach it.
+    fn parked(&self, p: &Purchase) -> bool {
+        let reviewed = self
+            .conductor
+            .lanes()
+            .get(p.purchase_id.as_str())
+            .is_some_and(|l| l.last_finished == Some((Step::AwaitReview, true)));
+        reviewed
+            && self
+                .executions(&p.purchase_id)
+                .into_iter()
+                .any(|(machine, _, c)| {
+                    machine == Machine::Review
+                        && c.is_some_and(|c| {
+                            c.state_name == "AwaitReview"
+                                && c.task_token.is_some()
+                                && p.review_token == c.task_token
+                        })
+                })
+    }
+
+    /// Whether a purchase's executions are at rest: one waits at a step, or
+    /// none is between steps (all ended, or its review parked on a token
+    /// the purchase knows). Right after a decision reached the parked task,
+    /// the review is still at `AwaitReview` for a moment, but the purchase
+    /// no longer holds its token: not at rest yet; nor is a run handing the
+    /// purchase over, or a review starting the next run.
     async fn settled(&self, id: &PurchaseId) -> bool {
-        let (waiting, reviewed) = {
-            let lanes = self.conductor.lanes();
-            let lane = lanes.get(id.as_str());
-            (
-                lane.is_some_and(|l| l.waiting.is_some()),
-                lane.is_some_and(|l| l.last_finished == Some((Step::AwaitReview, true))),
-            )
-        };
+        let waiting = self
+            .conductor
+            .lanes()
+            .get(id.as_str())
+            .is_some_and(|l| l.waiting.is_some());
         if waiting {
             return true;
         }
-        match self.checkpoint(id) {
-            None => false, // not started yet
-            // Ended, and its task gone from the runner's set.
-            Some(c) if c.status != asl::ExecutionStatus::Running => !self.running(id),
-            Some(c) => {
-                reviewed
-                    && c.state_name == "AwaitReview"
-                    && c.task_token.is_some()
-                    && self.load(id).await.review_token == c.task_token
-            }
-        }
-    }
-
-    fn running(&self, id: &PurchaseId) -> bool {
-        self.system.workflow.is_running(id.as_str())
+        let running = self.executions(id);
+        running.is_empty() || (running.len() == 1 && self.parked(&self.load(id).await))
     }
 
     /// Waits until no step attempt is in flight: each execution waits at a
@@ -550,14 +583,20 @@ impl World {
     fn describe_all(&self) -> String {
         self.purchases
             .iter()
-            .map(|id| {
-                format!(
-                    "{id}: {:?}",
-                    self.checkpoint(id).map(|c| (c.state_name, c.status))
-                )
-            })
+            .map(|id| format!("{id}: {}", self.describe(id)))
             .collect::<Vec<_>>()
             .join("; ")
+    }
+
+    /// The purchase's running executions, where each is.
+    fn describe(&self, id: &PurchaseId) -> String {
+        format!(
+            "{:?}",
+            self.executions(id)
+                .into_iter()
+                .map(|(machine, name, c)| (machine, name, c.map(|c| (c.state_name, c.status))))
+                .collect::<Vec<_>>()
+        )
     }
 
     /// Lets the attempt waiting for purchase `id` go, as `mode` says.
@@ -843,35 +882,37 @@ impl World {
                 }
             } else {
                 // A way forward.
-                let checkpoint = self.checkpoint(id);
+                let checkpoint = self.checkpoint(p);
                 let waiting = self
                     .conductor
                     .lanes()
                     .get(id.as_str())
                     .is_some_and(|l| l.waiting.is_some());
-                let forward = match (&checkpoint, p.status) {
+                let forward = match p.status {
+                    // An EXPRESS purchase is redriven by a new run.
+                    PurchaseStatus::NeedsAttention if self.express => true,
                     // Redrivable, or being redriven.
-                    (_, PurchaseStatus::NeedsAttention) => {
+                    PurchaseStatus::NeedsAttention => {
                         checkpoint
                             .as_ref()
                             .is_some_and(|c| c.status == asl::ExecutionStatus::Failed)
                             || waiting
                     }
-                    (Some(c), _) if c.status == asl::ExecutionStatus::Running => {
-                        let parked = c.state_name == "AwaitReview";
+                    _ => {
                         waiting
-                            || (parked
+                            || (self.parked(p)
                                 && (p.status == PurchaseStatus::OnHold && p.review_token.is_some()
                                     || p.pending_notification().is_some()))
                     }
-                    _ => false,
                 };
                 prop_assert!(
                     forward,
-                    "{id} ({:?}, token {:?}) has no way forward: {:?}; timeline {:?}",
+                    "{id} ({:?}, token {:?}, run {}) has no way forward: {:?} running {}; timeline {:?}",
                     p.status,
                     p.review_token,
+                    p.run,
                     checkpoint.map(|c| (c.state_name, c.status, c.task_token)),
+                    self.describe(id),
                     p.timeline
                         .iter()
                         .map(|e| format!("{} {}", e.step, e.outcome))
@@ -924,9 +965,10 @@ impl World {
             let p = self.load(id).await;
             prop_assert!(
                 p.is_final(),
-                "{id} never became final: {:?} {:?}",
+                "{id} never became final: {:?} {:?} running {}",
                 p.status,
-                self.checkpoint(id).map(|c| (c.state_name, c.status))
+                self.checkpoint(&p).map(|c| (c.state_name, c.status)),
+                self.describe(id)
             );
         }
         self.check().await

@@ -11,9 +11,10 @@ use async_trait::async_trait;
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::domain::PurchaseId;
 use shared::domain::purchase::TaskDecision;
-use shared::ports::workflow::{ExecutionState, Workflow, WorkflowError};
+use shared::ports::workflow::{
+    ExecutionState, Machine, Run, Workflow, WorkflowError, WorkflowType,
+};
 use shared::steps::Step;
 
 /// Stores the `default` rule set.
@@ -366,11 +367,18 @@ struct FlakyNotify {
 
 #[async_trait]
 impl Workflow for FlakyNotify {
-    async fn start(&self, id: &PurchaseId) -> Result<(), WorkflowError> {
+    fn workflow_type(&self) -> WorkflowType {
+        self.inner.workflow_type()
+    }
+    async fn start(&self, id: &Run) -> Result<(), WorkflowError> {
         self.inner.start(id).await
     }
-    async fn describe(&self, id: &PurchaseId) -> Result<Option<ExecutionState>, WorkflowError> {
-        self.inner.describe(id).await
+    async fn describe(
+        &self,
+        machine: Machine,
+        id: &Run,
+    ) -> Result<Option<ExecutionState>, WorkflowError> {
+        self.inner.describe(machine, id).await
     }
     async fn notify(&self, token: &str, decision: TaskDecision) -> Result<(), WorkflowError> {
         let left = self.failures.load(Ordering::SeqCst);
@@ -380,7 +388,7 @@ impl Workflow for FlakyNotify {
         }
         self.inner.notify(token, decision).await
     }
-    async fn redrive(&self, id: &PurchaseId) -> Result<(), WorkflowError> {
+    async fn redrive(&self, id: &Run) -> Result<(), WorkflowError> {
         self.inner.redrive(id).await
     }
 }
@@ -418,17 +426,20 @@ struct StartsButSaysFailed {
 
 #[async_trait]
 impl Workflow for StartsButSaysFailed {
-    async fn start(&self, id: &PurchaseId) -> Result<(), WorkflowError> {
+    fn workflow_type(&self) -> WorkflowType {
+        self.inner.workflow_type()
+    }
+    async fn start(&self, id: &Run) -> Result<(), WorkflowError> {
         self.inner.start(id).await?;
         Err(WorkflowError::Failed("injected: AccessDenied".into()))
     }
-    async fn describe(&self, _: &PurchaseId) -> Result<Option<ExecutionState>, WorkflowError> {
+    async fn describe(&self, _: Machine, _: &Run) -> Result<Option<ExecutionState>, WorkflowError> {
         Ok(None)
     }
     async fn notify(&self, token: &str, decision: TaskDecision) -> Result<(), WorkflowError> {
         self.inner.notify(token, decision).await
     }
-    async fn redrive(&self, id: &PurchaseId) -> Result<(), WorkflowError> {
+    async fn redrive(&self, id: &Run) -> Result<(), WorkflowError> {
         self.inner.redrive(id).await
     }
 }

@@ -14,9 +14,10 @@ use common::faults::{Outage, RefundOutage, RevokeOutage};
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::domain::PurchaseId;
 use shared::domain::purchase::TaskDecision;
-use shared::ports::workflow::{ExecutionState, Workflow, WorkflowError};
+use shared::ports::workflow::{
+    ExecutionState, Machine, Run, Workflow, WorkflowError, WorkflowType,
+};
 use shared::steps::Step;
 
 fn steps(p: &Value) -> Vec<(String, String)> {
@@ -275,7 +276,10 @@ impl BadStart {
 
 #[async_trait]
 impl Workflow for BadStart {
-    async fn start(&self, id: &PurchaseId) -> Result<(), WorkflowError> {
+    fn workflow_type(&self) -> WorkflowType {
+        self.inner.workflow_type()
+    }
+    async fn start(&self, id: &Run) -> Result<(), WorkflowError> {
         if self
             .misbehaved
             .swap(true, std::sync::atomic::Ordering::SeqCst)
@@ -287,13 +291,17 @@ impl Workflow for BadStart {
         }
         Err(WorkflowError::Unavailable("injected: timed out".into()))
     }
-    async fn describe(&self, id: &PurchaseId) -> Result<Option<ExecutionState>, WorkflowError> {
-        self.inner.describe(id).await
+    async fn describe(
+        &self,
+        machine: Machine,
+        id: &Run,
+    ) -> Result<Option<ExecutionState>, WorkflowError> {
+        self.inner.describe(machine, id).await
     }
     async fn notify(&self, token: &str, decision: TaskDecision) -> Result<(), WorkflowError> {
         self.inner.notify(token, decision).await
     }
-    async fn redrive(&self, id: &PurchaseId) -> Result<(), WorkflowError> {
+    async fn redrive(&self, id: &Run) -> Result<(), WorkflowError> {
         self.inner.redrive(id).await
     }
 }
@@ -340,10 +348,16 @@ async fn a_start_that_failed_ambiguously_is_not_declared_failed_and_ends_once() 
     assert_eq!(status, 201, "{answer}");
     assert_eq!(answer["purchaseId"], id.as_str());
     assert_eq!(only_purchase(&h).await, id);
-    let findings = h.system.reconcile(Some(Duration::ZERO)).await.unwrap();
-    assert_eq!(findings.started, 0, "{findings:?}");
+    let findings = h.reconcile_now().await;
+    assert_eq!(started(&findings), 0, "{findings:?}");
     assert_eq!(h.payments.captures(), 1);
     assert_balanced(&h, &id, &p);
+}
+
+/// Runs the reconciler started: a never-started first run (`STANDARD`) or a
+/// new run for a lost one (`EXPRESS`).
+fn started(findings: &shared::service::reconcile::Findings) -> usize {
+    findings.started + findings.restarted
 }
 
 #[tokio::test]
@@ -366,13 +380,15 @@ async fn the_reconciler_starts_a_purchase_whose_workflow_never_started() {
         .await
         .unwrap();
     assert_eq!(findings.examined, 0);
-    let findings = h.system.reconcile(Some(Duration::ZERO)).await.unwrap();
-    assert_eq!(findings.started, 1, "{findings:?}");
+    // STANDARD: no execution, nothing happened to it: its first run starts.
+    // EXPRESS: no execution to ask about, unchanged for long: a new run.
+    let findings = h.reconcile_now().await;
+    assert_eq!(started(&findings), 1, "{findings:?}");
     let p = h.wait_final(&id).await;
     assert_eq!(p["status"], "COMPLETED");
     // Once moving, a second pass starts nothing again.
-    let findings = h.system.reconcile(Some(Duration::ZERO)).await.unwrap();
-    assert_eq!(findings.started, 0);
+    let findings = h.reconcile_now().await;
+    assert_eq!(started(&findings), 0);
     assert_eq!(h.payments.captures(), 1);
     assert_balanced(&h, &id, &p);
 }
@@ -392,8 +408,8 @@ async fn a_purchase_stranded_by_a_process_that_died_before_its_first_checkpoint_
     // The process dies with the purchase stored and no execution journaled.
     let (h, _dir) = Harness::restart(h.stop().await).await;
     assert!(h.system.workflow.checkpoint(&id).unwrap().is_none());
-    let findings = h.system.reconcile(Some(Duration::ZERO)).await.unwrap();
-    assert_eq!(findings.started, 1, "{findings:?}");
+    let findings = h.reconcile_now().await;
+    assert_eq!(started(&findings), 1, "{findings:?}");
     let p = h.wait_final(&id).await;
     assert_eq!(p["status"], "COMPLETED");
     assert_eq!(h.stock("ebook").await, 98);
@@ -409,11 +425,18 @@ struct DeniedNotify {
 
 #[async_trait]
 impl Workflow for DeniedNotify {
-    async fn start(&self, id: &PurchaseId) -> Result<(), WorkflowError> {
+    fn workflow_type(&self) -> WorkflowType {
+        self.inner.workflow_type()
+    }
+    async fn start(&self, id: &Run) -> Result<(), WorkflowError> {
         self.inner.start(id).await
     }
-    async fn describe(&self, id: &PurchaseId) -> Result<Option<ExecutionState>, WorkflowError> {
-        self.inner.describe(id).await
+    async fn describe(
+        &self,
+        machine: Machine,
+        id: &Run,
+    ) -> Result<Option<ExecutionState>, WorkflowError> {
+        self.inner.describe(machine, id).await
     }
     async fn notify(&self, token: &str, decision: TaskDecision) -> Result<(), WorkflowError> {
         if !self.healed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -423,7 +446,7 @@ impl Workflow for DeniedNotify {
         }
         self.inner.notify(token, decision).await
     }
-    async fn redrive(&self, id: &PurchaseId) -> Result<(), WorkflowError> {
+    async fn redrive(&self, id: &Run) -> Result<(), WorkflowError> {
         self.inner.redrive(id).await
     }
 }
@@ -475,7 +498,13 @@ async fn a_callback_that_is_refused_fails_loudly_and_keeps_the_token() {
     // Not "gone": a 5xx, and the workflow still waits for this decision.
     assert_eq!(status, 500, "{body}");
     assert!(!body.to_string().contains("AccessDenied"));
-    let parked = h.system.workflow.checkpoint(&id).unwrap().unwrap();
+    // The review of the hold of run 1 is named like it.
+    let parked = h
+        .system
+        .workflow
+        .execution_checkpoint(Machine::Review, &id)
+        .unwrap()
+        .unwrap();
     assert_eq!(parked.state_name, "AwaitReview");
     healed.store(true, std::sync::atomic::Ordering::SeqCst);
     let (status, body, _) = h

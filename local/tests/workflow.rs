@@ -232,7 +232,9 @@ async fn parallel_purchases_never_oversell() {
 }
 
 /// Stops the whole process state (runtime and all) mid-workflow, then starts
-/// a new orchestrator on the same data: the execution resumes and completes.
+/// a new orchestrator on the same data: the execution resumes and completes
+/// (`STANDARD`), or, lost with the process (`EXPRESS`), is replaced by the
+/// reconciler's new run, which continues where the purchase stands.
 #[test]
 fn restart_mid_workflow_resumes_from_the_last_completed_state() {
     let gate = Gate::new(Step::CapturePayment);
@@ -254,6 +256,10 @@ fn restart_mid_workflow_resumes_from_the_last_completed_state() {
     let second = tokio::runtime::Runtime::new().unwrap();
     second.block_on(async {
         let (h, _dir) = Harness::restart(stopped).await;
+        if express() {
+            assert!(h.system.workflow.checkpoint(&id).unwrap().is_none());
+            assert_eq!(h.reconcile_now().await.restarted, 1);
+        }
         let p = h.wait_final(&id).await;
         assert_eq!(p["status"], "COMPLETED", "{p:#}");
         // Reserved once, before the restart; not again after it.

@@ -1,4 +1,4 @@
-//! Step task `AwaitReview` of `statemachine/purchase.asl.json` on AWS Lambda.
+//! Step task `AwaitReview` of `statemachine/review.asl.json` on AWS Lambda.
 //! The step itself is `shared::steps`, which the local runner runs too;
 //! its errors reach Step Functions under their stable names.
 

@@ -21,6 +21,8 @@ use shared::auth::{AuthConfig, KeySource, Scope};
 use shared::domain::{ProductId, PurchaseId};
 use shared::ports::payment::PaymentGateway;
 use shared::ports::provisioning::Provisioner;
+use shared::ports::workflow::WorkflowType;
+use shared::service::reconcile::{Ages, Findings};
 use shared::steps::Step;
 use tokio::sync::{Notify, Semaphore};
 
@@ -121,6 +123,16 @@ pub fn store_under_test() -> StoreChoice {
     }
 }
 
+/// `WORKFLOW_TYPE=EXPRESS` runs the same tests with the purchase machine's
+/// `EXPRESS` semantics (scripts/test.sh does a pass so); `STANDARD` otherwise.
+pub fn workflow_type_under_test() -> WorkflowType {
+    shared::lambda::config::workflow_type().expect("WORKFLOW_TYPE is STANDARD or EXPRESS")
+}
+
+pub fn express() -> bool {
+    workflow_type_under_test() == WorkflowType::Express
+}
+
 impl Harness {
     pub async fn start() -> Harness {
         Harness::start_with(Setup::default()).await
@@ -175,6 +187,7 @@ impl Harness {
             // Tests run the reconciler by hand, on purchases of any age.
             reconcile_every: None,
             reconcile_after: Duration::from_secs(300),
+            workflow_type: workflow_type_under_test(),
         };
         let system = Arc::new(LocalSystem::start(options).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -242,6 +255,19 @@ impl Harness {
         })
         .await;
         (harness, stopped._dir)
+    }
+
+    /// A reconciler pass over purchases of any age. With `EXPRESS`, whose
+    /// runs cannot be asked about, a purchase no review has is taken for
+    /// lost at once too (instead of after the ten minutes a run may last).
+    pub async fn reconcile_now(&self) -> Findings {
+        self.system
+            .reconcile_with(Ages {
+                look_after: Duration::ZERO,
+                restart_after: Duration::ZERO,
+            })
+            .await
+            .unwrap()
     }
 
     pub fn token(&self, customer: &str, scopes: &[Scope]) -> String {

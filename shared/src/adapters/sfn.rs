@@ -1,49 +1,73 @@
-//! Step Functions adapter for the workflow port.
+//! Step Functions adapter for the workflow port: the purchase machine
+//! (`STATE_MACHINE_ARN`, `STANDARD` or `EXPRESS` as `WORKFLOW_TYPE` says) and
+//! the review machine (`REVIEW_STATE_MACHINE_ARN`, always `STANDARD`).
 
 use async_trait::async_trait;
 use aws_sdk_sfn::config::http::HttpResponse;
 use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sfn::types::ExecutionStatus;
 
-use crate::domain::PurchaseId;
 use crate::domain::purchase::TaskDecision;
 use crate::ports::workflow::{
-    ExecutionState, Workflow, WorkflowError, execution_input, task_failure, task_output,
+    ExecutionState, Machine, Run, Workflow, WorkflowError, WorkflowType, execution_input,
+    task_failure, task_output,
 };
+
+/// The state machines a function works with. Functions that start,
+/// describe or redrive executions have the ARNs they need; those that only
+/// complete task tokens need none.
+#[derive(Debug, Clone, Default)]
+pub struct StateMachines {
+    /// `STATE_MACHINE_ARN`: the purchase machine.
+    pub purchase: Option<String>,
+    /// `REVIEW_STATE_MACHINE_ARN`: the review machine.
+    pub review: Option<String>,
+    /// `WORKFLOW_TYPE`: how the purchase machine is deployed.
+    pub workflow_type: WorkflowType,
+}
 
 pub struct StepFunctionsWorkflow {
     client: aws_sdk_sfn::Client,
-    /// Functions that start, describe or redrive executions have it; those
-    /// that only complete task tokens do not need it.
-    state_machine_arn: Option<String>,
+    machines: StateMachines,
 }
 
 impl StepFunctionsWorkflow {
-    pub fn new(
-        client: aws_sdk_sfn::Client,
-        state_machine_arn: Option<String>,
-    ) -> StepFunctionsWorkflow {
-        StepFunctionsWorkflow {
-            client,
-            state_machine_arn,
-        }
+    pub fn new(client: aws_sdk_sfn::Client, machines: StateMachines) -> StepFunctionsWorkflow {
+        StepFunctionsWorkflow { client, machines }
     }
 
-    fn state_machine_arn(&self) -> Result<&str, WorkflowError> {
-        self.state_machine_arn.as_deref().ok_or_else(|| {
-            WorkflowError::Failed("STATE_MACHINE_ARN is not set for this function".into())
+    fn state_machine_arn(&self, machine: Machine) -> Result<&str, WorkflowError> {
+        let (arn, variable) = match machine {
+            Machine::Purchase => (&self.machines.purchase, "STATE_MACHINE_ARN"),
+            Machine::Review => (&self.machines.review, "REVIEW_STATE_MACHINE_ARN"),
+        };
+        arn.as_deref().ok_or_else(|| {
+            WorkflowError::Failed(format!("{variable} is not set for this function"))
         })
     }
 
-    /// `arn:aws:states:R:A:stateMachine:NAME` → `arn:aws:states:R:A:execution:NAME:<purchaseId>`.
-    fn execution_arn(&self, purchase_id: &PurchaseId) -> Result<String, WorkflowError> {
-        let machine = self.state_machine_arn()?;
-        match machine.split_once(":stateMachine:") {
-            Some((prefix, name)) => Ok(format!("{prefix}:execution:{name}:{purchase_id}")),
+    /// `arn:aws:states:R:A:stateMachine:NAME` → `arn:aws:states:R:A:execution:NAME:<run>`
+    /// (a `STANDARD` machine's executions; an `EXPRESS` one's have no ARN
+    /// to build, and nothing to ask them).
+    fn execution_arn(&self, machine: Machine, run: &Run) -> Result<String, WorkflowError> {
+        let arn = self.state_machine_arn(machine)?;
+        match arn.split_once(":stateMachine:") {
+            Some((prefix, name)) => Ok(format!("{prefix}:execution:{name}:{}", run.name())),
             None => Err(WorkflowError::Failed(format!(
-                "STATE_MACHINE_ARN {machine:?} is not a state machine ARN"
+                "{arn:?} is not a state machine ARN"
             ))),
         }
+    }
+
+    /// Refuses what an `EXPRESS` purchase machine cannot answer, before
+    /// asking: it keeps no execution history.
+    fn history(&self, machine: Machine, what: &str) -> Result<(), WorkflowError> {
+        if machine == Machine::Purchase && self.machines.workflow_type == WorkflowType::Express {
+            return Err(WorkflowError::Failed(format!(
+                "EXPRESS executions keep no history: they cannot be {what}"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -90,17 +114,22 @@ fn code_of<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Option
 
 #[async_trait]
 impl Workflow for StepFunctionsWorkflow {
-    async fn start(&self, purchase_id: &PurchaseId) -> Result<(), WorkflowError> {
-        // The execution name is the purchase id: Step Functions refuses a
-        // second execution with the same name, so a retried start (SDK retry,
-        // client retry with an Idempotency-Key, the reconciler) can never run
-        // the purchase twice.
+    fn workflow_type(&self) -> WorkflowType {
+        self.machines.workflow_type
+    }
+
+    async fn start(&self, run: &Run) -> Result<(), WorkflowError> {
+        // The execution is named after the run: a STANDARD machine refuses a
+        // second execution of a name, so a retried start (SDK retry, client
+        // retry with an Idempotency-Key, the reconciler) never runs the
+        // purchase twice. An EXPRESS one starts a duplicate, whose steps
+        // find their work done.
         let result = self
             .client
             .start_execution()
-            .state_machine_arn(self.state_machine_arn()?)
-            .name(purchase_id.as_str())
-            .input(execution_input(purchase_id).to_string())
+            .state_machine_arn(self.state_machine_arn(Machine::Purchase)?)
+            .name(run.name())
+            .input(execution_input(&run.purchase_id).to_string())
             .send()
             .await;
         match result {
@@ -112,12 +141,14 @@ impl Workflow for StepFunctionsWorkflow {
 
     async fn describe(
         &self,
-        purchase_id: &PurchaseId,
+        machine: Machine,
+        run: &Run,
     ) -> Result<Option<ExecutionState>, WorkflowError> {
+        self.history(machine, "described")?;
         let result = self
             .client
             .describe_execution()
-            .execution_arn(self.execution_arn(purchase_id)?)
+            .execution_arn(self.execution_arn(machine, run)?)
             .send()
             .await;
         match result {
@@ -158,11 +189,17 @@ impl Workflow for StepFunctionsWorkflow {
         }
     }
 
-    async fn redrive(&self, purchase_id: &PurchaseId) -> Result<(), WorkflowError> {
+    async fn redrive(&self, run: &Run) -> Result<(), WorkflowError> {
+        if self.machines.workflow_type == WorkflowType::Express {
+            return Err(WorkflowError::NotAllowed(format!(
+                "the execution of purchase {} (run {}) is EXPRESS: it cannot be redriven",
+                run.purchase_id, run.number
+            )));
+        }
         let result = self
             .client
             .redrive_execution()
-            .execution_arn(self.execution_arn(purchase_id)?)
+            .execution_arn(self.execution_arn(Machine::Purchase, run)?)
             .send()
             .await;
         match result {
@@ -172,12 +209,14 @@ impl Workflow for StepFunctionsWorkflow {
                 // moment before the execution has failed) or redriven
                 // already; a retry in a moment tells which. Anything else
                 // cannot be redriven.
-                match self.describe(purchase_id).await? {
+                match self.describe(Machine::Purchase, run).await? {
                     Some(ExecutionState::Running) => Err(WorkflowError::Unavailable(format!(
-                        "the execution of purchase {purchase_id} is still running; retry in a moment"
+                        "the execution of purchase {} (run {}) is still running; retry in a moment",
+                        run.purchase_id, run.number
                     ))),
                     _ => Err(WorkflowError::NotAllowed(format!(
-                        "the execution of purchase {purchase_id} cannot be redriven"
+                        "the execution of purchase {} (run {}) cannot be redriven",
+                        run.purchase_id, run.number
                     ))),
                 }
             }

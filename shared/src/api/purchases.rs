@@ -21,7 +21,7 @@ use crate::domain::validation::{
 };
 use crate::domain::{CustomerId, DomainError, ProductId, PurchaseId};
 use crate::ports::store::{PurchaseQuery, StoreError};
-use crate::ports::workflow::WorkflowError;
+use crate::ports::workflow::{Machine, Run, WorkflowError, WorkflowType};
 use crate::service::{self, TransitionError};
 
 /// How often a handler judges again when the purchase changed under it.
@@ -146,17 +146,19 @@ fn accepted(purchase: &Purchase, message: &str) -> Result<ApiResponse, ApiError>
     Ok(response)
 }
 
-/// Starts the purchase's execution. A start that may or may not have
+/// Starts the purchase's first run. A start that may or may not have
 /// happened (throttling, a timeout) is never declared failed: the answer is
 /// 503 and the purchase stays `PENDING` for the retry or the reconciler. A
-/// definite refusal is checked against the execution before the purchase is
-/// marked `FAILED`.
+/// definite refusal is checked against the execution (`STANDARD`) before the
+/// purchase is marked `FAILED`; an `EXPRESS` one cannot be asked, and an
+/// earlier run that did start finds the purchase failed at its first step.
 async fn start_workflow(app: &App, purchase: Purchase) -> Result<Purchase, ApiError> {
     let id = purchase.purchase_id.clone();
     if !purchase.is_untouched() {
         return Ok(purchase); // the workflow has it already
     }
-    let error = match app.workflow.start(&id).await {
+    let run = Run::current(&purchase);
+    let error = match app.workflow.start(&run).await {
         Ok(()) => return Ok(purchase),
         Err(error) => error,
     };
@@ -164,7 +166,11 @@ async fn start_workflow(app: &App, purchase: Purchase) -> Result<Purchase, ApiEr
         tracing::warn!(purchase_id = %id, %error, "workflow start uncertain; left to the retry or the reconciler");
         return Err(error.into());
     }
-    match app.workflow.describe(&id).await {
+    let described = match app.workflow.workflow_type() {
+        WorkflowType::Standard => app.workflow.describe(Machine::Purchase, &run).await,
+        WorkflowType::Express => Ok(None),
+    };
+    match described {
         Ok(Some(_)) => return Ok(purchase), // it started after all
         Ok(None) => {}
         Err(describe_error) => {
@@ -396,17 +402,27 @@ async fn redrive(
     caller: &Caller,
 ) -> Result<ApiResponse, ApiError> {
     let id = path_id(request)?;
-    load_visible(app, caller, &id).await?;
+    let before = load_visible(app, caller, &id).await?;
     let by = caller.customer_id.as_str();
+    // An EXPRESS run cannot be redriven: a new run undoes the purchase.
+    let new_run = app.workflow.workflow_type() == WorkflowType::Express;
     let transition = service::apply(app.purchases.as_ref(), &id, |_| Command::RequestRedrive {
         by,
+        new_run,
     })
     .await?;
-    if transition.effects.contains(&Effect::Redrive) {
-        app.workflow.redrive(&id).await?;
+    for effect in &transition.effects {
+        match effect {
+            Effect::Redrive => {
+                app.workflow
+                    .redrive(&Run::current(&transition.purchase))
+                    .await?
+            }
+            Effect::StartRun(number) => app.workflow.start(&Run::new(id.clone(), *number)).await?,
+            _ => {}
+        }
     }
-    let step = transition
-        .purchase
+    let step = before
         .attention
         .as_ref()
         .map(|a| a.failed_step.as_str())

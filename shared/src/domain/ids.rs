@@ -65,7 +65,8 @@ macro_rules! string_id {
 string_id!(
     /// A purchase. New ids are UUIDv7: unique without coordination and sorted
     /// by creation time, which both stores use to list newest first. The id is
-    /// also the workflow's execution name, so one purchase has one execution.
+    /// also the name of the purchase's first workflow run (later runs are
+    /// `<id>-<n>`), so a repeated start never runs a purchase twice.
     PurchaseId
 );
 

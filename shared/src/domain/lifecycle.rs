@@ -95,8 +95,13 @@ pub enum Command<'a> {
         reason: &'a str,
         by: &'a str,
     },
+    /// An operator asks for a `NEEDS_ATTENTION` purchase to be tried again.
+    /// `new_run`: the workflow cannot redrive its failed execution (an
+    /// `EXPRESS` one keeps no history): the purchase goes back to the
+    /// decision it was carrying out and a new run undoes it from the start.
     RequestRedrive {
         by: &'a str,
+        new_run: bool,
     },
     /// The parked task was told (or is known to be gone).
     NotificationDelivered {
@@ -135,6 +140,17 @@ pub enum Command<'a> {
     ParkForReview {
         token: &'a str,
     },
+    /// The review of the hold of run `after` is over (`ending` says how):
+    /// the purchase continues in the run after it.
+    ContinueAfterReview {
+        after: u32,
+        ending: ReviewEnding,
+    },
+    /// The reconciler found run `after` lost (an `EXPRESS` execution ended
+    /// without finishing the purchase) and starts the next one.
+    RestartRun {
+        after: u32,
+    },
 
     // --- the workflow undoing -------------------------------------------
     /// Which delivered lines must be taken back? Answers with [`Effect::Revoke`]s.
@@ -169,6 +185,19 @@ pub enum Command<'a> {
     Finalize {
         outcome: Outcome,
     },
+}
+
+/// How the review of a held purchase ended, as the review workflow saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewEnding {
+    /// A decision reached the parked task (approve, reject, cancel, a rule).
+    Decided,
+    /// Nobody decided within the review's time (14 days): a purchase still
+    /// on hold is rejected.
+    TimedOut,
+    /// The review task failed for another reason after its retries: the
+    /// purchase fails and is undone, as after any step failing for good.
+    Failed,
 }
 
 /// Stock taken or given back in the same atomic write as the purchase.
@@ -215,6 +244,8 @@ pub enum Effect {
     Revoke(PurchaseLine),
     /// Restart the failed execution at the step that failed.
     Redrive,
+    /// Start run `n` of the purchase's workflow (its name follows from `n`).
+    StartRun(u32),
     Count(PurchaseEvent),
 }
 
@@ -270,6 +301,8 @@ pub fn create(
         timeline: Vec::new(),
         rule_results: Vec::new(),
         applied_rules: Vec::new(),
+        run: 1,
+        restarts: 0,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -326,7 +359,7 @@ pub fn decide(
             reason,
             by,
         } => draft.review(approve, reason, by)?,
-        Command::RequestRedrive { by } => draft.request_redrive(by)?,
+        Command::RequestRedrive { by, new_run } => draft.request_redrive(by, new_run)?,
         Command::NotificationDelivered { token } => {
             if draft.p.review_token.as_deref() == Some(token) {
                 draft.p.review_token = None;
@@ -351,6 +384,10 @@ pub fn decide(
             draft.provisioning_refused(product);
         }
         Command::ParkForReview { token } => draft.park_for_review(token),
+        Command::ContinueAfterReview { after, ending } => {
+            draft.continue_after_review(after, ending)
+        }
+        Command::RestartRun { after } => draft.restart_run(after),
         Command::BeginRevoke { outcome } => draft.begin_revoke(outcome),
         Command::LineRevoked { product, outcome } => draft.line_revoked(product, outcome),
         Command::BeginRefund { outcome } => draft.begin_refund(outcome),
@@ -708,7 +745,7 @@ impl<'a> Draft<'a> {
         Ok(())
     }
 
-    fn request_redrive(&mut self, by: &str) -> Result<(), DomainError> {
+    fn request_redrive(&mut self, by: &str, new_run: bool) -> Result<(), DomainError> {
         if self.p.status != PurchaseStatus::NeedsAttention {
             return Err(DomainError::NotAllowed(format!(
                 "purchase {} is {}; there is nothing to redrive",
@@ -716,7 +753,25 @@ impl<'a> Draft<'a> {
             )));
         }
         self.record("Redrive", "REQUESTED", Some(format!("by {by}")));
-        self.effects.push(Effect::Redrive);
+        if !new_run {
+            // The failed execution runs `NeedsAttention` again, which
+            // resumes the purchase (`needs_attention`).
+            self.effects.push(Effect::Redrive);
+            return Ok(());
+        }
+        // No execution to redrive: resume here, and a new run takes the
+        // undoing path from its start (every undoing step is idempotent).
+        let failed_step = self
+            .p
+            .attention
+            .as_ref()
+            .map(|a| a.failed_step.clone())
+            .unwrap_or_default();
+        self.resume_after_attention(&failed_step);
+        self.p.run += 1;
+        // An operator looked at it: the reconciler may restart it again.
+        self.p.restarts = 0;
+        self.effects.push(Effect::StartRun(self.p.run));
         Ok(())
     }
 
@@ -1053,21 +1108,7 @@ impl<'a> Draft<'a> {
         if self.p.status == PurchaseStatus::NeedsAttention {
             // Run again: an operator redrove the failed execution. Go back to
             // the decision and try the step again.
-            let resume_status = self
-                .p
-                .attention
-                .take()
-                .map(|a| a.resume_status)
-                .unwrap_or(PurchaseStatus::Failed);
-            self.p.status = resume_status;
-            if self.p.payment_status == PaymentStatus::RefundFailed {
-                self.p.payment_status = PaymentStatus::Captured;
-            }
-            self.record(
-                "Redrive",
-                "RESUMED",
-                Some(format!("{failed_step} is tried again")),
-            );
+            self.resume_after_attention(failed_step);
             return;
         }
         self.stop(outcome);
@@ -1091,6 +1132,68 @@ impl<'a> Draft<'a> {
         );
         self.effects
             .push(Effect::Count(PurchaseEvent::NeedsAttention));
+    }
+
+    /// Back from `NEEDS_ATTENTION` to the decision being carried out when
+    /// it got stuck, so the undoing steps try again.
+    fn resume_after_attention(&mut self, failed_step: &str) {
+        let resume_status = self
+            .p
+            .attention
+            .take()
+            .map(|a| a.resume_status)
+            .unwrap_or(PurchaseStatus::Failed);
+        self.p.status = resume_status;
+        if self.p.payment_status == PaymentStatus::RefundFailed {
+            self.p.payment_status = PaymentStatus::Captured;
+        }
+        self.record(
+            "Redrive",
+            "RESUMED",
+            Some(format!("{failed_step} is tried again")),
+        );
+    }
+
+    // --- runs ---------------------------------------------------------------
+
+    fn continue_after_review(&mut self, after: u32, ending: ReviewEnding) {
+        // The review's task is over, however it ended: a token still on the
+        // purchase belongs to a task that is gone (invariant 3: known gone).
+        self.moved_on();
+        match ending {
+            ReviewEnding::Decided => {}
+            ReviewEnding::TimedOut if self.p.status == PurchaseStatus::OnHold => {
+                self.p.status = PurchaseStatus::Rejected;
+                self.p.held_from = None;
+                self.record(
+                    "AwaitReview",
+                    "TIMED_OUT",
+                    Some("nobody reviewed the purchase in time".to_owned()),
+                );
+            }
+            // Decided just before the wait ended: the decision stands.
+            ReviewEnding::TimedOut => {}
+            ReviewEnding::Failed => self.stop(Outcome {
+                status: PurchaseStatus::Failed,
+                failure_reason: Some(FailureReason::InternalError),
+            }),
+        }
+        // A retry of the step (its answer lost) finds the run begun already.
+        if self.p.run == after {
+            self.p.run = after + 1;
+            self.changed = true;
+        }
+    }
+
+    fn restart_run(&mut self, after: u32) {
+        // Started by an earlier pass, moved on meanwhile, or nothing left to do.
+        if self.p.run != after || self.p.is_final() {
+            return;
+        }
+        self.p.run = after + 1;
+        self.p.restarts += 1;
+        self.changed = true;
+        self.effects.push(Effect::StartRun(self.p.run));
     }
 
     fn finalize(&mut self, outcome: Outcome) {
@@ -1622,7 +1725,13 @@ mod tests {
         assert!(!stuck.is_final());
         // Nothing but a redrive moves it: it is cancelled already.
         assert!(run(&stuck, Command::Cancel { by: "c-1" }).1.next.is_none());
-        let (requested, decision) = run(&stuck, Command::RequestRedrive { by: "admin" });
+        let (requested, decision) = run(
+            &stuck,
+            Command::RequestRedrive {
+                by: "admin",
+                new_run: false,
+            },
+        );
         assert_eq!(decision.effects, vec![Effect::Redrive]);
         // The step runs again: back to the decision, the refund owed again.
         let (resumed, _) = run(
@@ -1639,9 +1748,186 @@ mod tests {
         assert!(matches!(refund.effects[0], Effect::Refund { .. }));
         // A purchase that does not need attention has nothing to redrive.
         assert!(matches!(
-            refused(&resumed, Command::RequestRedrive { by: "admin" }),
+            refused(
+                &resumed,
+                Command::RequestRedrive {
+                    by: "admin",
+                    new_run: false
+                }
+            ),
             DomainError::NotAllowed(_)
         ));
+    }
+
+    #[test]
+    fn a_redrive_without_an_execution_to_redrive_resumes_and_starts_a_new_run() {
+        let p = paid(&[("a", 1)]);
+        let (p, _) = run(&p, Command::Cancel { by: "c-1" });
+        let (stuck, _) = run(
+            &p,
+            Command::NeedsAttention {
+                failed_step: "RefundPayment",
+                error: "Transient",
+                outcome: FAILED,
+            },
+        );
+        let stuck = Purchase {
+            restarts: 2,
+            ..stuck
+        };
+        let (resumed, decision) = run(
+            &stuck,
+            Command::RequestRedrive {
+                by: "admin",
+                new_run: true,
+            },
+        );
+        // Back to the decision in the same write, the refund owed again, and
+        // a new run to undo it from the start.
+        assert_eq!(resumed.status, PurchaseStatus::Cancelled);
+        assert_eq!(resumed.attention, None);
+        assert_eq!(resumed.payment_status, PaymentStatus::Captured);
+        assert_eq!((resumed.run, resumed.restarts), (2, 0));
+        assert_eq!(decision.effects, vec![Effect::StartRun(2)]);
+        let steps: Vec<_> = resumed
+            .timeline
+            .iter()
+            .rev()
+            .take(2)
+            .map(|e| (e.step.as_str(), e.outcome.as_str()))
+            .collect();
+        assert_eq!(steps, [("Redrive", "RESUMED"), ("Redrive", "REQUESTED")]);
+        // A forward step of the new run refuses it: it goes to the undoing path.
+        assert!(matches!(
+            refused(&resumed, Command::ReserveStock),
+            DomainError::Stopped(_)
+        ));
+        assert!(matches!(
+            refused(
+                &resumed,
+                Command::RequestRedrive {
+                    by: "admin",
+                    new_run: true
+                }
+            ),
+            DomainError::NotAllowed(_)
+        ));
+    }
+
+    #[test]
+    fn a_review_continues_the_purchase_in_the_next_run_once() {
+        let (approved, _) = run(
+            &parked(),
+            Command::Review {
+                approve: true,
+                reason: "",
+                by: "admin",
+            },
+        );
+        let (p, _) = run(&approved, Command::NotificationDelivered { token: "tok-1" });
+        assert_eq!(p.run, 1);
+        let ended = Command::ContinueAfterReview {
+            after: 1,
+            ending: ReviewEnding::Decided,
+        };
+        let (next, decision) = run(&p, ended);
+        assert_eq!((next.run, next.status), (2, PurchaseStatus::Pending));
+        // Nothing to start here: the review workflow starts the run itself.
+        assert!(decision.effects.is_empty(), "{:?}", decision.effects);
+        // A retried step (its answer lost) begins no third run.
+        let again = Command::ContinueAfterReview {
+            after: 1,
+            ending: ReviewEnding::Decided,
+        };
+        assert!(run(&next, again).1.next.is_none());
+    }
+
+    #[test]
+    fn a_review_that_times_out_rejects_a_purchase_still_on_hold_only() {
+        let held = parked();
+        let (timed_out, decision) = run(
+            &held,
+            Command::ContinueAfterReview {
+                after: 1,
+                ending: ReviewEnding::TimedOut,
+            },
+        );
+        assert_eq!(timed_out.status, PurchaseStatus::Rejected);
+        assert_eq!(timed_out.review_token, None, "the task is gone");
+        assert_eq!(timed_out.run, 2);
+        assert_eq!(
+            notified(&decision),
+            None,
+            "nobody to tell: the wait is over"
+        );
+        let last = timed_out.timeline.last().unwrap();
+        assert_eq!(
+            (last.step.as_str(), last.outcome.as_str()),
+            ("AwaitReview", "TIMED_OUT")
+        );
+        // Approved just before the wait ended, the delivery too late: the
+        // approval stands.
+        let (approved, _) = run(
+            &held,
+            Command::Review {
+                approve: true,
+                reason: "",
+                by: "admin",
+            },
+        );
+        let (late, _) = run(
+            &approved,
+            Command::ContinueAfterReview {
+                after: 1,
+                ending: ReviewEnding::TimedOut,
+            },
+        );
+        assert_eq!(late.status, PurchaseStatus::Pending);
+        assert_eq!(late.review_token, None);
+        // A review task failing for good fails the purchase, to be undone.
+        let (failed, _) = run(
+            &held,
+            Command::ContinueAfterReview {
+                after: 1,
+                ending: ReviewEnding::Failed,
+            },
+        );
+        assert_eq!(failed.status, PurchaseStatus::Failed);
+        assert_eq!(failed.failure_reason, Some(FailureReason::InternalError));
+    }
+
+    #[test]
+    fn a_lost_run_is_restarted_once_per_run_and_counted() {
+        let p = paid(&[("a", 1)]);
+        let (restarted, decision) = run(&p, Command::RestartRun { after: 1 });
+        assert_eq!((restarted.run, restarted.restarts), (2, 1));
+        assert_eq!(decision.effects, vec![Effect::StartRun(2)]);
+        assert_eq!(
+            restarted.status,
+            PurchaseStatus::Paid,
+            "nothing else changes"
+        );
+        // Two reconciler passes racing: the second finds the run begun.
+        assert!(
+            run(&restarted, Command::RestartRun { after: 1 })
+                .1
+                .next
+                .is_none()
+        );
+        // A final purchase has no run to restart.
+        let (done, _) = run(
+            &restarted,
+            Command::LinesProvisioned {
+                products: &[ProductId::new("a")],
+            },
+        );
+        assert!(done.is_final());
+        assert!(
+            run(&done, Command::RestartRun { after: 2 })
+                .1
+                .next
+                .is_none()
+        );
     }
 
     #[test]

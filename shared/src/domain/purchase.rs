@@ -288,6 +288,22 @@ pub struct Attention {
     pub resume_status: PurchaseStatus,
 }
 
+/// How many lost runs the reconciler replaces before it flags the purchase
+/// `NEEDS_ATTENTION`: a run lost again and again is not bad luck.
+pub const MAX_RESTARTS: u32 = 3;
+
+fn first_run() -> u32 {
+    1
+}
+
+fn is_first_run(run: &u32) -> bool {
+    *run == 1
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
+}
+
 /// The stored purchase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -344,6 +360,19 @@ pub struct Purchase {
     /// judged again, with the `default` set, when its contents change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applied_rules: Vec<RuleRequest>,
+    /// The purchase's current workflow run: 1 for the execution started
+    /// when it was created, one more for each run started after it (after a
+    /// review, by the reconciler, by a redrive of an `EXPRESS` workflow).
+    /// Execution names follow from it (`ports::workflow::Run`), so describe,
+    /// redrive and the reconciler find the run. Not stored while 1, so the
+    /// documents of purchases that never needed a second run stay as they were.
+    #[serde(default = "first_run", skip_serializing_if = "is_first_run")]
+    pub run: u32,
+    /// How many runs the reconciler started because the one before was lost
+    /// (an `EXPRESS` execution keeps no history to ask): after
+    /// [`MAX_RESTARTS`] it flags the purchase instead. A redrive starts afresh.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
     /// Optimistic-concurrency version: every write is conditional on it and
     /// bumps it by one.
     pub version: u64,

@@ -9,14 +9,14 @@ use crate::adapters::dynamodb::{DynamoStore, DynamoTables};
 use crate::adapters::http_client::http_client;
 use crate::adapters::http_payment::HttpPaymentGateway;
 use crate::adapters::http_provisioning::HttpProvisioner;
-use crate::adapters::sfn::StepFunctionsWorkflow;
+use crate::adapters::sfn::{StateMachines, StepFunctionsWorkflow};
 use crate::adapters::simulators::{SimulatedPaymentGateway, SimulatedProvisioner};
 use crate::api::app::App;
 use crate::auth::{AuthConfig, JwtAuthenticator, KeySource};
 use crate::ports::payment::PaymentGateway;
 use crate::ports::provisioning::Provisioner;
 use crate::ports::store::PurchaseStore;
-use crate::ports::workflow::Workflow;
+use crate::ports::workflow::{Workflow, WorkflowType};
 use crate::steps::StepDeps;
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +117,7 @@ pub fn lambda_auth_config() -> Result<AuthConfig, ConfigError> {
 pub async fn lambda_app() -> Result<App, ConfigError> {
     let sdk = aws_config().await;
     let store = Arc::new(dynamodb_store_from_env(&sdk));
-    let workflow = step_functions(&sdk);
+    let workflow = step_functions(&sdk)?;
     let auth =
         JwtAuthenticator::new(lambda_auth_config()?).map_err(|e| ConfigError(e.to_string()))?;
     Ok(App {
@@ -139,7 +139,7 @@ pub async fn lambda_step_deps() -> Result<StepDeps, ConfigError> {
         rule_sets: store,
         payments: payment_gateway(None)?,
         provisioning: provisioner(None)?,
-        workflow: step_functions(&sdk),
+        workflow: step_functions(&sdk)?,
     })
 }
 
@@ -177,19 +177,38 @@ pub async fn lambda_reconciler() -> Result<Reconciler, ConfigError> {
     let sdk = aws_config().await;
     Ok(Reconciler {
         purchases: Arc::new(dynamodb_store_from_env(&sdk)),
-        workflow: step_functions(&sdk),
+        workflow: step_functions(&sdk)?,
         stale_after: reconcile_after()?,
     })
 }
 
+/// `WORKFLOW_TYPE`: how the purchase state machine is deployed
+/// (`STANDARD`, the default, or `EXPRESS`).
+pub fn workflow_type() -> Result<WorkflowType, ConfigError> {
+    match env("WORKFLOW_TYPE") {
+        None => Ok(WorkflowType::Standard),
+        Some(text) => WorkflowType::parse(&text).ok_or_else(|| {
+            ConfigError(format!(
+                "WORKFLOW_TYPE={text:?}: expected \"STANDARD\" or \"EXPRESS\""
+            ))
+        }),
+    }
+}
+
 /// Step Functions for starting, describing and redriving executions
-/// (`STATE_MACHINE_ARN`, set for the functions that do) and completing
-/// review tasks (IAM decides who may).
-pub fn step_functions(sdk: &aws_config::SdkConfig) -> Arc<dyn Workflow> {
+/// (`STATE_MACHINE_ARN`, `REVIEW_STATE_MACHINE_ARN` and `WORKFLOW_TYPE`, set
+/// for the functions that do) and completing review tasks (IAM decides who
+/// may).
+pub fn step_functions(sdk: &aws_config::SdkConfig) -> Result<Arc<dyn Workflow>, ConfigError> {
     let mut builder = aws_sdk_sfn::config::Builder::from(sdk);
     if let Some(endpoint) = env("STEP_FUNCTIONS_ENDPOINT") {
         builder = builder.endpoint_url(endpoint);
     }
     let client = aws_sdk_sfn::Client::from_conf(builder.build());
-    Arc::new(StepFunctionsWorkflow::new(client, env("STATE_MACHINE_ARN")))
+    let machines = StateMachines {
+        purchase: env("STATE_MACHINE_ARN"),
+        review: env("REVIEW_STATE_MACHINE_ARN"),
+        workflow_type: workflow_type()?,
+    };
+    Ok(Arc::new(StepFunctionsWorkflow::new(client, machines)))
 }

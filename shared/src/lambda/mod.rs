@@ -105,6 +105,7 @@ pub async fn run_reconciler(reconciler: config::Reconciler) -> Result<(), lambda
             Ok::<_, StepError>(serde_json::json!({
                 "examined": findings.examined,
                 "started": findings.started,
+                "restarted": findings.restarted,
                 "running": findings.running,
                 "notified": findings.notified,
                 "flagged": findings.flagged,

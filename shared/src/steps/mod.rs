@@ -1,5 +1,6 @@
-//! The workflow's step tasks, invoked by a `lambda_runtime` function on AWS
-//! and by the local runner in-process. Each is *load → decide (the
+//! The workflows' step tasks (the purchase machine's and the review
+//! machine's), invoked by a `lambda_runtime` function on AWS and by the local
+//! runner in-process. Each is *load → decide (the
 //! lifecycle) → conditional write → call a port → record what the port
 //! said*; none sets a status itself.
 //!
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::domain::lifecycle::{Command, Effect, Outcome, may_go_forward};
+use crate::domain::lifecycle::{Command, Effect, Outcome, ReviewEnding, may_go_forward};
 use crate::domain::purchase::{Purchase, PurchaseLine, PurchaseStatus};
 use crate::domain::{DomainError, ProductId, PurchaseId};
 use crate::ports::payment::{
@@ -24,13 +25,14 @@ use crate::ports::payment::{
 };
 use crate::ports::provisioning::{Provisioner, ProvisioningError};
 use crate::ports::store::{PurchaseStore, RuleSetStore, StoreError};
-use crate::ports::workflow::Workflow;
+use crate::ports::workflow::{Run, Workflow};
 use crate::service::{self, NotifyError, Transition, TransitionError};
 
 /// A step's failure, reaching Step Functions as `errorType`.
 ///
-/// The names are the contract with `statemachine/purchase.asl.json`'s Retry
-/// and Catch blocks; `local/tests/definition.rs` checks both directions.
+/// The names are the contract with the Retry and Catch blocks of
+/// `statemachine/purchase.asl.json` and `review.asl.json`;
+/// `local/tests/definition.rs` checks both directions.
 /// Messages are for logs; the purchase's timeline says what happened in
 /// words for the customer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,8 +47,8 @@ pub enum StepError {
     /// definition stops going forward and undoes what was done.
     #[error("purchase {0} was stopped")]
     PurchaseStopped(String),
-    /// The purchase is `ON_HOLD`: the definition parks the workflow in
-    /// `AwaitReview` until an admin approves or rejects it.
+    /// The purchase is `ON_HOLD`: the definition hands it to the review
+    /// workflow, which waits in `AwaitReview` until it is decided.
     #[error("purchase {0} is on hold for review")]
     PurchaseOnHold(String),
     /// The purchase was rejected (by its rules, or on review).
@@ -163,6 +165,7 @@ pub enum Step {
     CapturePayment,
     ProvisionProducts,
     AwaitReview,
+    ContinuePurchase,
     RevokeProducts,
     RefundPayment,
     ReleaseStock,
@@ -171,12 +174,13 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 11] = [
         Step::EvaluateRules,
         Step::ReserveStock,
         Step::CapturePayment,
         Step::ProvisionProducts,
         Step::AwaitReview,
+        Step::ContinuePurchase,
         Step::RevokeProducts,
         Step::RefundPayment,
         Step::ReleaseStock,
@@ -184,7 +188,9 @@ impl Step {
         Step::FinalizePurchase,
     ];
 
-    /// The state name in the definition, and the timeline's `step`.
+    /// The state name in the definition (the purchase machine's, or for
+    /// `AwaitReview` and `ContinuePurchase` the review machine's), and the
+    /// timeline's `step`.
     pub fn state_name(self) -> &'static str {
         match self {
             Step::EvaluateRules => "EvaluateRules",
@@ -192,6 +198,7 @@ impl Step {
             Step::CapturePayment => "CapturePayment",
             Step::ProvisionProducts => "ProvisionProducts",
             Step::AwaitReview => "AwaitReview",
+            Step::ContinuePurchase => "ContinuePurchase",
             Step::RevokeProducts => "RevokeProducts",
             Step::RefundPayment => "RefundPayment",
             Step::ReleaseStock => "ReleaseStock",
@@ -207,6 +214,7 @@ impl Step {
             Step::CapturePayment => "capture-payment",
             Step::ProvisionProducts => "provision-products",
             Step::AwaitReview => "await-review",
+            Step::ContinuePurchase => "continue-purchase",
             Step::RevokeProducts => "revoke-products",
             Step::RefundPayment => "refund-payment",
             Step::ReleaseStock => "release-stock",
@@ -239,14 +247,9 @@ impl Step {
         let input: StepInput =
             serde_json::from_value(input).map_err(|e| StepError::InvalidInput(e.to_string()))?;
         let id = PurchaseId::new(input.purchase_id.clone());
-        // The execution is named after the purchase, so `purchase_id` is
-        // also the execution name on every line this step logs.
-        let span = tracing::info_span!(
-            "step",
-            step = self.state_name(),
-            purchase_id = %id,
-            execution_name = %id
-        );
+        // Executions are named after the purchase (`<id>` or `<id>-<run>`):
+        // logs carry the purchase id, and Step Functions' own logs the name.
+        let span = tracing::info_span!("step", step = self.state_name(), purchase_id = %id);
         let run = StepRun {
             deps,
             id: &id,
@@ -282,6 +285,14 @@ struct StepInput {
     /// `AwaitReview`'s task token.
     #[serde(default)]
     task_token: Option<String>,
+    /// `ContinuePurchase`: the execution name of the run that handed the
+    /// purchase over to the review.
+    #[serde(default)]
+    run: Option<String>,
+    /// `ContinuePurchase`: how `AwaitReview` ended, its result or its error
+    /// (`{"Error": ..., "Cause": ...}`).
+    #[serde(default)]
+    review: Option<Value>,
     /// `NeedsAttention`: the undoing step that failed, and its error.
     #[serde(default)]
     failed_step: Option<String>,
@@ -316,7 +327,9 @@ struct StepRun<'a> {
 
 impl StepRun<'_> {
     async fn step(&self, step: Step) -> Result<Option<Value>, StepError> {
-        match step {
+        let done = match step {
+            // The one step whose output the definition uses.
+            Step::ContinuePurchase => return self.continue_purchase().await.map(Some),
             Step::EvaluateRules => self.evaluate_rules().await,
             Step::ReserveStock => self.reserve_stock().await,
             Step::CapturePayment => self.capture_payment().await,
@@ -327,9 +340,8 @@ impl StepRun<'_> {
             Step::ReleaseStock => self.release_stock().await,
             Step::NeedsAttention => self.needs_attention().await,
             Step::FinalizePurchase => self.finalize().await,
-        }
-        .map(|_| None)
-        .or_else(|error| match error {
+        };
+        done.map(|_| None).or_else(|error| match error {
             Resumed(at) => Ok(Some(json!({ "purchaseId": self.id, "resumeAt": at }))),
             Failed(error) => Err(error),
         })
@@ -563,6 +575,31 @@ impl StepRun<'_> {
         Ok(())
     }
 
+    /// The review is over: records how it ended and begins the purchase's
+    /// next run, whose execution name the review workflow starts.
+    async fn continue_purchase(&self) -> Result<Value, StepError> {
+        let name = self
+            .input
+            .run
+            .as_deref()
+            .ok_or_else(|| StepError::InvalidInput("ContinuePurchase needs `run`".into()))?;
+        let after = Run::parse(self.id, name).ok_or_else(|| {
+            StepError::InvalidInput(format!("{name:?} is not a run of purchase {}", self.id))
+        })?;
+        let ending = review_ending(self.input.review.as_ref());
+        if ending != ReviewEnding::Decided {
+            tracing::warn!(?ending, "the review ended without a decision");
+        }
+        let transition = self
+            .apply(|_| Command::ContinueAfterReview {
+                after: after.number,
+                ending,
+            })
+            .await?;
+        let next = Run::current(&transition.purchase);
+        Ok(json!({ "purchaseId": self.id, "executionName": next.name() }))
+    }
+
     // --- undoing ----------------------------------------------------------
 
     async fn revoke_products(&self) -> Result<(), StepOutcome> {
@@ -673,6 +710,16 @@ impl StepRun<'_> {
             .get_purchase(self.id)
             .await?
             .ok_or_else(|| StepError::PurchaseNotFound(self.id.to_string()))
+    }
+}
+
+/// How `AwaitReview` ended, from what the review machine put in `$.review`:
+/// the approval's output, or the error a catcher recorded.
+fn review_ending(review: Option<&Value>) -> ReviewEnding {
+    match review.and_then(|r| r.get("Error")).and_then(Value::as_str) {
+        None | Some("PurchaseRejected" | "PurchaseStopped") => ReviewEnding::Decided,
+        Some("States.Timeout") => ReviewEnding::TimedOut,
+        Some(_) => ReviewEnding::Failed,
     }
 }
 
