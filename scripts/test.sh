@@ -17,8 +17,8 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "state machine definition (asl-validator)"
-asl-validator --json-path statemachine/purchase.asl.json
+step "state machine definitions (asl-validator)"
+asl-validator --json-path statemachine/purchase.asl.json --json-path statemachine/review.asl.json
 
 step "SAM template (cfn-lint; sam validate --lint), offline"
 cfn-lint template.yaml
@@ -53,6 +53,14 @@ step "end-to-end tests again, on the DynamoDB store (moto)"
 PURCHASE_TEST_STORE=dynamodb INTERLEAVING_CASES=40 cargo test --workspace \
   --test api --test workflow --test rules --test idempotency --test definition \
   --test lifecycle --test operations --test matrix --test interleavings
+
+step "workflow tests again, with the purchase workflow as EXPRESS"
+# The local runner runs the purchase machine with Express semantics: runs
+# lost with the process, no describe or redrive (a new run instead),
+# duplicates of a name run side by side, five minutes per run.
+WORKFLOW_TYPE=EXPRESS INTERLEAVING_CASES=200 cargo test --workspace \
+  --test workflow --test lifecycle --test operations --test rules --test matrix \
+  --test interleavings
 
 step "schemathesis: openapi.yaml against the local server"
 scripts/schemathesis.sh

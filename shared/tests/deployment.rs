@@ -6,9 +6,12 @@
 //!    timeouts and IAM follow the rules in docs/deploy.md ("IAM"); the tables
 //!    are the ones `DynamoStore::create_tables` makes; the alarms watch what
 //!    the code emits.
-//! 2. The state machine's `${...}` placeholders and `DefinitionSubstitutions`
-//!    name each other and the step functions; each task state's input is its
-//!    step's event file; each function stops before its state times out.
+//! 2. The two state machines' `${...}` placeholders and
+//!    `DefinitionSubstitutions` name each other, the step functions and the
+//!    other machine; the purchase machine's type is the `WorkflowType`
+//!    parameter and each machine may start the other, nothing more; each
+//!    task state's input is its step's event file; each function stops
+//!    before its state times out.
 //! 3. `openapi.yaml`: its paths and methods are the served routes, its enums
 //!    the Rust enums' serde names, its bounds `validation::limits`.
 //! 4. Every `events/*.json` goes through the real `lambda_http` adapter (API
@@ -55,7 +58,11 @@ use shared::ports::store::{
     Claim, Completion, IdempotencyRecord, IdempotencyStore, Inventory, PurchasePage, PurchaseQuery,
     PurchaseStore, RuleSetRecord, RuleSetStore, StoreError,
 };
-use shared::ports::workflow::{DEFINITION, ExecutionState, Workflow, WorkflowError};
+use shared::ports::workflow::{
+    DEFINITION, ExecutionState, Machine, REVIEW_DEFINITION, Run, Workflow, WorkflowError,
+    WorkflowType,
+};
+use shared::service::reconcile::Ages;
 use shared::steps::{Step, StepDeps, StepError};
 
 /// The scheduled function that is neither an endpoint nor a step
@@ -286,29 +293,53 @@ fn granted_actions(function: &TemplateFunction) -> Vec<(String, Yaml)> {
     granted
 }
 
-/// The state machine's `Name` (a `!Sub`), from which policies build its ARN.
-fn machine_name(template: &Yaml) -> String {
-    tagged(&resource(template, "PurchaseStateMachine")["Properties"]["Name"])
+/// The state machines' logical ids.
+const STATE_MACHINES: [&str; 2] = [MACHINE, REVIEW_MACHINE];
+
+/// A state machine's `Name` (a `!Sub`), from which policies build its ARN.
+fn machine_name(template: &Yaml, logical_id: &str) -> String {
+    tagged(&resource(template, logical_id)["Properties"]["Name"])
         .and_then(|(tag, v)| (tag == "Sub").then(|| v.as_str().unwrap().to_owned()))
-        .expect("PurchaseStateMachine with a !Sub Name")
+        .unwrap_or_else(|| panic!("{logical_id} with a !Sub Name"))
+}
+
+/// The ARN of a state machine, or of its executions, built from its fixed
+/// name as policies and substitutions write it (`!Sub ...`).
+fn arn_from_name(template: &Yaml, logical_id: &str, executions: bool) -> String {
+    let prefix = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:";
+    let name = machine_name(template, logical_id);
+    if executions {
+        format!("{prefix}execution:{name}:*")
+    } else {
+        format!("{prefix}stateMachine:{name}")
+    }
 }
 
 /// A policy `Resource` as a short name: `!GetAtt PurchasesTable.Arn` →
 /// `PurchasesTable`, `!Sub ${PurchasesTable.Arn}/index/byCustomer` →
-/// `PurchasesTable/index/byCustomer`, `!Ref PurchaseStateMachine` and the
-/// state machine's ARN built from its name → `PurchaseStateMachine`, the
-/// ARN of its executions → `PurchaseStateMachine/execution`.
-fn resource_names(resource: &Yaml, machine_name: &str) -> Vec<String> {
+/// `PurchasesTable/index/byCustomer`, `!Ref PurchaseStateMachine` and a
+/// state machine's ARN built from its name → `PurchaseStateMachine` (or
+/// `ReviewStateMachine`), the ARN of its executions →
+/// `PurchaseStateMachine/execution`.
+fn resource_names(resource: &Yaml, template: &Yaml) -> Vec<String> {
     if let Some(list) = resource.as_sequence() {
         return list
             .iter()
-            .flat_map(|r| resource_names(r, machine_name))
+            .flat_map(|r| resource_names(r, template))
             .collect();
     }
     let (tag, value) =
         tagged(resource).unwrap_or_else(|| panic!("Resource {resource:?}: use !GetAtt/!Sub/!Ref"));
     let value = value.as_str().expect("a string");
-    let prefix = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:";
+    let machine_arn = STATE_MACHINES.into_iter().find_map(|id| {
+        if value == arn_from_name(template, id, false) {
+            Some(id.to_owned())
+        } else if value == arn_from_name(template, id, true) {
+            Some(format!("{id}/execution"))
+        } else {
+            None
+        }
+    });
     let name = match tag.as_str() {
         "GetAtt" => value.strip_suffix(".Arn").expect("X.Arn").to_owned(),
         "Ref" => value.to_owned(),
@@ -316,16 +347,12 @@ fn resource_names(resource: &Yaml, machine_name: &str) -> Vec<String> {
             .replacen(".Arn}", "", 1)
             .trim_start_matches("${")
             .to_owned(),
-        "Sub" if value == format!("{prefix}stateMachine:{machine_name}") => {
-            "PurchaseStateMachine".to_owned()
-        }
-        "Sub" if value == format!("{prefix}execution:{machine_name}:*") => {
-            "PurchaseStateMachine/execution".to_owned()
-        }
-        "Sub" => panic!(
-            "Resource !Sub {value}: only the state machine's ARN or its executions' \
-             ({prefix}stateMachine:{machine_name}, {prefix}execution:{machine_name}:*)"
-        ),
+        "Sub" => machine_arn.unwrap_or_else(|| {
+            panic!(
+                "Resource !Sub {value}: only a state machine's ARN or its executions', \
+                 built from its Name"
+            )
+        }),
         other => panic!("Resource !{other}"),
     };
     vec![name]
@@ -335,13 +362,12 @@ type Grant = (String, String);
 
 /// Every (action, resource name) each function's policies grant, by binary.
 fn grants_by_function(template: &Yaml) -> BTreeMap<String, BTreeSet<Grant>> {
-    let machine_name = machine_name(template);
     template_functions(template)
         .iter()
         .map(|function| {
             let mut granted = BTreeSet::new();
             for (action, resource) in granted_actions(function) {
-                for name in resource_names(&resource, &machine_name) {
+                for name in resource_names(&resource, template) {
                     granted.insert((action.clone(), name));
                 }
             }
@@ -356,6 +382,8 @@ const IDEMPOTENCY: &str = "IdempotencyTable";
 const RULE_SETS: &str = "RuleSetsTable";
 const MACHINE: &str = "PurchaseStateMachine";
 const EXECUTIONS: &str = "PurchaseStateMachine/execution";
+const REVIEW_MACHINE: &str = "ReviewStateMachine";
+const REVIEW_EXECUTIONS: &str = "ReviewStateMachine/execution";
 
 fn index(name: &str) -> String {
     format!("{PURCHASES}/index/{name}")
@@ -603,27 +631,43 @@ fn environment_follows_the_deployment_rules() {
             "{}: RECONCILE_AFTER_SECONDS",
             function.logical_id
         );
-        // Whoever starts, describes or redrives executions needs the ARN
-        // (task tokens alone do not).
-        let needs_arn = grants[binary].iter().any(|(action, _)| {
-            [
-                "states:StartExecution",
-                "states:DescribeExecution",
-                "states:RedriveExecution",
-            ]
-            .contains(&action.as_str())
-        });
-        assert_eq!(
-            has("STATE_MACHINE_ARN"),
-            needs_arn,
-            "{}: STATE_MACHINE_ARN",
-            function.logical_id
-        );
-        if needs_arn {
-            assert_eq!(
-                reference(&function.properties["Environment"]["Variables"]["STATE_MACHINE_ARN"]),
-                Some(MACHINE)
-            );
+        // Whoever starts, describes or redrives purchase runs needs the ARN
+        // and the workflow type (task tokens alone need neither); whoever
+        // describes reviews, the review machine's ARN.
+        let calls = |resources: &[&str]| {
+            grants[binary].iter().any(|(action, resource)| {
+                [
+                    "states:StartExecution",
+                    "states:DescribeExecution",
+                    "states:RedriveExecution",
+                ]
+                .contains(&action.as_str())
+                    && resources.contains(&resource.as_str())
+            })
+        };
+        let variables = &function.properties["Environment"]["Variables"];
+        for (variable, needed, value) in [
+            ("STATE_MACHINE_ARN", calls(&[MACHINE, EXECUTIONS]), MACHINE),
+            (
+                "WORKFLOW_TYPE",
+                calls(&[MACHINE, EXECUTIONS]),
+                "WorkflowType",
+            ),
+            (
+                "REVIEW_STATE_MACHINE_ARN",
+                calls(&[REVIEW_MACHINE, REVIEW_EXECUTIONS]),
+                REVIEW_MACHINE,
+            ),
+        ] {
+            assert_eq!(has(variable), needed, "{}: {variable}", function.logical_id);
+            if needed {
+                assert_eq!(
+                    reference(&variables[variable]),
+                    Some(value),
+                    "{}: {variable}",
+                    function.logical_id
+                );
+            }
         }
     }
 }
@@ -632,10 +676,17 @@ fn environment_follows_the_deployment_rules() {
 fn timeouts_fit_the_definition_and_api_gateway() {
     let template = template();
     let functions = template_functions(&template);
-    let definition: Value = serde_json::from_str(DEFINITION).unwrap();
+    let definitions: Vec<Value> = [DEFINITION, REVIEW_DEFINITION]
+        .into_iter()
+        .map(|text| serde_json::from_str(text).unwrap())
+        .collect();
     for step in Step::ALL {
         let function = function_for(&functions, step.function_name());
-        let state = &definition["States"][step.state_name()];
+        let state = definitions
+            .iter()
+            .map(|d| &d["States"][step.state_name()])
+            .find(|state| !state.is_null())
+            .unwrap_or_else(|| panic!("no state {}", step.state_name()));
         let timeout = function.timeout(&template);
         let state_timeout = state["TimeoutSeconds"]
             .as_u64()
@@ -805,9 +856,10 @@ fn expected_grants(function: &str) -> BTreeSet<Grant> {
         ("dynamodb:PutItem", IDEMPOTENCY),
         ("dynamodb:UpdateItem", IDEMPOTENCY),
     ];
+    // Only reviews wait on task tokens.
     let deliver_decision = [
-        ("states:SendTaskSuccess", MACHINE),
-        ("states:SendTaskFailure", MACHINE),
+        ("states:SendTaskSuccess", REVIEW_MACHINE),
+        ("states:SendTaskFailure", REVIEW_MACHINE),
     ];
     // The purchase's Put and one Update per product, in one TransactWriteItems.
     let move_stock = [("dynamodb:UpdateItem", PRODUCTS)];
@@ -855,6 +907,8 @@ fn expected_grants(function: &str) -> BTreeSet<Grant> {
             grants.extend(idempotency);
             grants.push(("states:RedriveExecution", EXECUTIONS));
             grants.push(("states:DescribeExecution", EXECUTIONS));
+            // EXPRESS: a new run instead.
+            grants.push(("states:StartExecution", MACHINE));
         }
         "list-rule-sets" => grants.push(("dynamodb:Scan", RULE_SETS)),
         "create-rule-set" => {
@@ -880,9 +934,8 @@ fn expected_grants(function: &str) -> BTreeSet<Grant> {
             grants.extend(purchase_write);
             grants.extend(move_stock);
         }
-        "capture-payment" | "refund-payment" | "needs-attention" | "finalize-purchase" => {
-            grants.extend(purchase_write)
-        }
+        "capture-payment" | "refund-payment" | "needs-attention" | "finalize-purchase"
+        | "continue-purchase" => grants.extend(purchase_write),
         "await-review" => {
             grants.extend(purchase_write);
             grants.extend(deliver_decision);
@@ -893,6 +946,7 @@ fn expected_grants(function: &str) -> BTreeSet<Grant> {
             grants.extend(purchase_write);
             grants.push(("states:StartExecution", MACHINE));
             grants.push(("states:DescribeExecution", EXECUTIONS));
+            grants.push(("states:DescribeExecution", REVIEW_EXECUTIONS));
             grants.extend(deliver_decision);
         }
         CONSOLE => {} // serves embedded files only
@@ -939,15 +993,21 @@ fn iam_grants_are_exactly_what_each_function_calls() {
         .collect();
     assert_eq!(
         starters,
-        [Endpoint::CreatePurchase.function_name(), RECONCILER].into(),
-        "only create-purchase and the reconciler start executions"
+        [
+            Endpoint::CreatePurchase.function_name(),
+            Endpoint::RedrivePurchase.function_name(),
+            RECONCILER
+        ]
+        .into(),
+        "only create-purchase, redrive-purchase (EXPRESS) and the reconciler start runs"
     );
-    // And nothing else in the template grants it either.
+    // And nothing else in the template grants it either (but the two state
+    // machines, which start each other: definition_placeholders_and_substitutions_match).
     assert_eq!(
         read("template.yaml")
             .matches("states:StartExecution")
             .count(),
-        starters.len(),
+        starters.len() + STATE_MACHINES.len(),
         "states:StartExecution granted once per starter"
     );
 
@@ -1125,12 +1185,16 @@ fn alarms_watch_failed_executions_the_api_and_purchases_needing_attention() {
                 && text(a, &["Properties", "MetricName"]) == Some(metric)
         })
     };
-    let (id, failed) = watching("AWS/States", "ExecutionsFailed").expect("ExecutionsFailed alarm");
-    assert_eq!(
-        reference(&failed["Properties"]["Dimensions"][0]["Value"]),
-        Some(MACHINE),
-        "{id}"
-    );
+    // Both workflows' failed executions.
+    let watched: BTreeSet<&str> = alarms
+        .iter()
+        .filter(|(_, a)| {
+            text(a, &["Properties", "Namespace"]) == Some("AWS/States")
+                && text(a, &["Properties", "MetricName"]) == Some("ExecutionsFailed")
+        })
+        .filter_map(|(_, a)| reference(&a["Properties"]["Dimensions"][0]["Value"]))
+        .collect();
+    assert_eq!(watched, BTreeSet::from(STATE_MACHINES));
     // The business metric the functions emit (EMF, no dimensions): one
     // purchase needing an operator is enough.
     let metric = metric_name(PurchaseEvent::NeedsAttention);
@@ -1173,125 +1237,228 @@ fn placeholders(definition: &str) -> BTreeSet<String> {
     found
 }
 
+/// Each machine in the template: logical id, definition file, the definition
+/// compiled into `shared`, and the machine it starts.
+const MACHINE_FILES: [(&str, &str, &str, &str); 2] = [
+    (
+        MACHINE,
+        "statemachine/purchase.asl.json",
+        DEFINITION,
+        REVIEW_MACHINE,
+    ),
+    (
+        REVIEW_MACHINE,
+        "statemachine/review.asl.json",
+        REVIEW_DEFINITION,
+        MACHINE,
+    ),
+];
+
 #[test]
 fn definition_placeholders_and_substitutions_match() {
     let template = template();
     let functions = template_functions(&template);
-    let machine = resource(&template, "PurchaseStateMachine");
-    assert_eq!(
-        text(machine, &["Type"]),
-        Some("AWS::Serverless::StateMachine")
-    );
-    let properties = &machine["Properties"];
-    let uri = text(properties, &["DefinitionUri"]).expect("DefinitionUri");
-    assert_eq!(uri, "statemachine/purchase.asl.json");
-    // The file deployed is the one the local runner has compiled in.
-    assert_eq!(
-        read(uri),
-        DEFINITION,
-        "{uri} vs shared::ports::workflow::DEFINITION"
-    );
-    serde_json::from_str::<Value>(DEFINITION).expect("the definition is JSON");
-
-    let used = placeholders(DEFINITION);
-    let substitutions = properties["DefinitionSubstitutions"]
-        .as_mapping()
-        .expect("DefinitionSubstitutions");
-    let defined: BTreeSet<String> = substitutions
-        .keys()
-        .map(|k| k.as_str().unwrap().to_owned())
-        .collect();
-    let missing: Vec<_> = used.difference(&defined).collect();
-    let unused: Vec<_> = defined.difference(&used).collect();
-    assert!(
-        missing.is_empty(),
-        "placeholders without a DefinitionSubstitutions entry: {missing:?}"
-    );
-    assert!(
-        unused.is_empty(),
-        "DefinitionSubstitutions the definition never uses: {unused:?}"
-    );
-
-    let steps: BTreeSet<String> = Step::ALL.iter().map(|s| s.arn_placeholder()).collect();
-    assert_eq!(
-        defined, steps,
-        "DefinitionSubstitutions (left) vs Step::arn_placeholder (right)"
-    );
-
-    let invoke_policies: BTreeSet<String> = properties["Policies"]
-        .as_sequence()
-        .expect("state machine Policies")
-        .iter()
-        .filter_map(|p| p.get("LambdaInvokePolicy"))
-        .map(|p| {
-            reference(&p["FunctionName"])
-                .expect("FunctionName: !Ref")
-                .to_owned()
-        })
-        .collect();
-    for step in Step::ALL {
-        let function = function_for(&functions, step.function_name());
-        let value = &substitutions[step.arn_placeholder().as_str()];
-        let (tag, target) = tagged(value).expect("!GetAtt");
-        assert_eq!(tag, "GetAtt");
+    let mut steps_used = BTreeSet::new();
+    for (logical_id, file, definition, other) in MACHINE_FILES {
+        let machine = resource(&template, logical_id);
         assert_eq!(
-            target.as_str(),
-            Some(format!("{}.Arn", function.logical_id).as_str()),
-            "{} must be the ARN of the function building {}",
-            step.arn_placeholder(),
-            step.function_name()
+            text(machine, &["Type"]),
+            Some("AWS::Serverless::StateMachine")
         );
+        let properties = &machine["Properties"];
+        let uri = text(properties, &["DefinitionUri"]).expect("DefinitionUri");
+        assert_eq!(uri, file, "{logical_id}");
+        // The file deployed is the one the local runner has compiled in.
+        assert_eq!(read(uri), definition, "{uri} vs shared::ports::workflow");
+        serde_json::from_str::<Value>(definition).expect("the definition is JSON");
+
+        let used = placeholders(definition);
+        let substitutions = properties["DefinitionSubstitutions"]
+            .as_mapping()
+            .expect("DefinitionSubstitutions");
+        let defined: BTreeSet<String> = substitutions
+            .keys()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            defined, used,
+            "{logical_id}: DefinitionSubstitutions (left) vs the placeholders of {uri} (right)"
+        );
+
+        // The other machine, by the ARN built from its fixed name (a !Ref
+        // would be a cycle: each starts the other).
+        let other_placeholder = format!("{other}Arn");
+        let (tag, value) = tagged(&substitutions[other_placeholder.as_str()])
+            .unwrap_or_else(|| panic!("{logical_id}: {other_placeholder}"));
+        assert_eq!(
+            (tag.as_str(), value.as_str()),
+            ("Sub", Some(arn_from_name(&template, other, false).as_str())),
+            "{logical_id}: {other_placeholder}"
+        );
+
+        let invoke_policies: BTreeSet<String> = properties["Policies"]
+            .as_sequence()
+            .expect("state machine Policies")
+            .iter()
+            .filter_map(|p| p.get("LambdaInvokePolicy"))
+            .map(|p| {
+                reference(&p["FunctionName"])
+                    .expect("FunctionName: !Ref")
+                    .to_owned()
+            })
+            .collect();
+        let mut invoked = BTreeSet::new();
+        for step in Step::ALL {
+            let placeholder = step.arn_placeholder();
+            if !used.contains(&placeholder) {
+                continue;
+            }
+            assert!(
+                steps_used.insert(step.function_name()),
+                "{placeholder} is used by both machines"
+            );
+            let function = function_for(&functions, step.function_name());
+            let (tag, target) = tagged(&substitutions[placeholder.as_str()]).expect("!GetAtt");
+            assert_eq!(tag, "GetAtt");
+            assert_eq!(
+                target.as_str(),
+                Some(format!("{}.Arn", function.logical_id).as_str()),
+                "{placeholder} must be the ARN of the function building {}",
+                step.function_name()
+            );
+            invoked.insert(function.logical_id.clone());
+        }
+        assert_eq!(
+            invoke_policies, invoked,
+            "{logical_id}: LambdaInvokePolicy for its own step functions only"
+        );
+        // Least privilege: a machine may start the other, and nothing else.
+        let mut starts = BTreeSet::new();
+        for policy in properties["Policies"].as_sequence().unwrap() {
+            for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+                if statement["Action"].as_str() == Some("states:StartExecution")
+                    || statement["Action"].as_sequence().is_some_and(|a| {
+                        a.iter()
+                            .any(|a| a.as_str() == Some("states:StartExecution"))
+                    })
+                {
+                    starts.extend(resource_names(&statement["Resource"], &template));
+                }
+                let actions = match &statement["Action"] {
+                    Yaml::String(a) => vec![a.clone()],
+                    Yaml::Sequence(list) => list
+                        .iter()
+                        .map(|a| a.as_str().unwrap().to_owned())
+                        .collect(),
+                    other => panic!("{logical_id}: Action {other:?}"),
+                };
+                for action in actions {
+                    assert!(
+                        action == "states:StartExecution" || action.starts_with("logs:"),
+                        "{logical_id}: {action}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            starts,
+            BTreeSet::from([other.to_owned()]),
+            "{logical_id} starts {other} only"
+        );
+        assert_eq!(
+            get(properties, &["Tracing", "Enabled"]).and_then(Yaml::as_bool),
+            Some(true)
+        );
+        // An EXPRESS execution keeps no history: its logs are all there is.
         assert!(
-            invoke_policies.contains(&function.logical_id),
-            "state machine lacks LambdaInvokePolicy for {}",
-            function.logical_id
+            get(properties, &["Logging", "Destinations"]).is_some(),
+            "{logical_id}: state machine logging"
+        );
+        assert_eq!(
+            reference(&properties["Logging"]["Level"]),
+            Some("WorkflowLogLevel"),
+            "{logical_id}"
+        );
+        assert_eq!(
+            properties["Logging"]["IncludeExecutionData"].as_bool(),
+            Some(false),
+            "{logical_id}: inputs hold addresses"
         );
     }
     assert_eq!(
-        invoke_policies.len(),
-        Step::ALL.len(),
-        "LambdaInvokePolicy for step functions only"
+        steps_used,
+        Step::ALL
+            .into_iter()
+            .map(Step::function_name)
+            .collect::<BTreeSet<_>>(),
+        "every step function is invoked by one machine"
     );
-    assert_eq!(text(properties, &["Type"]), Some("STANDARD"));
+
+    // The purchase machine's type is the parameter; the review machine
+    // waits for days on a task token: always STANDARD.
+    let purchase = &resource(&template, MACHINE)["Properties"];
+    assert_eq!(reference(&purchase["Type"]), Some("WorkflowType"));
+    let review = &resource(&template, REVIEW_MACHINE)["Properties"];
+    assert_eq!(text(review, &["Type"]), Some("STANDARD"));
+    let parameter = &template["Parameters"]["WorkflowType"];
+    assert_eq!(text(parameter, &["Default"]), Some("STANDARD"));
+    let allowed: Vec<&str> = parameter["AllowedValues"]
+        .as_sequence()
+        .expect("WorkflowType AllowedValues")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(
-        get(properties, &["Tracing", "Enabled"]).and_then(Yaml::as_bool),
-        Some(true)
+        allowed,
+        [
+            WorkflowType::Standard.as_str(),
+            WorkflowType::Express.as_str()
+        ]
     );
-    assert!(
-        get(properties, &["Logging", "Destinations"]).is_some(),
-        "state machine logging"
+    // The fixed names the policies and substitutions build ARNs from.
+    assert_eq!(
+        machine_name(&template, MACHINE),
+        "${AWS::StackName}-purchase"
     );
-    // The fixed name the policies build the ARN from.
-    assert_eq!(machine_name(&template), "${AWS::StackName}-purchase");
+    assert_eq!(
+        machine_name(&template, REVIEW_MACHINE),
+        "${AWS::StackName}-review"
+    );
 }
 
-/// The task states of the definition, by the step whose function they invoke,
-/// with the input they give it (their `Parameters`, or the callback's `Payload`).
+/// The Lambda task states of both definitions, by the step whose function
+/// they invoke, with the input they give it (their `Parameters`, or the
+/// callback's `Payload`). The machines' `states:startExecution` tasks invoke
+/// no function.
 fn task_inputs() -> BTreeMap<&'static str, Value> {
-    let definition: Value = serde_json::from_str(DEFINITION).unwrap();
     let mut inputs = BTreeMap::new();
-    for (name, state) in definition["States"].as_object().unwrap() {
-        if state["Type"] != "Task" {
-            continue;
+    for text in [DEFINITION, REVIEW_DEFINITION] {
+        let definition: Value = serde_json::from_str(text).unwrap();
+        for (name, state) in definition["States"].as_object().unwrap() {
+            if state["Type"] != "Task"
+                || state["Resource"] == "arn:aws:states:::states:startExecution"
+            {
+                continue;
+            }
+            let callback = state["Resource"]
+                .as_str()
+                .is_some_and(|r| r.ends_with(".waitForTaskToken"));
+            let (placeholder, input) = if callback {
+                (
+                    &state["Parameters"]["FunctionName"],
+                    &state["Parameters"]["Payload"],
+                )
+            } else {
+                (&state["Resource"], &state["Parameters"])
+            };
+            let placeholder = placeholder.as_str().unwrap_or_default();
+            let step = Step::ALL
+                .into_iter()
+                .find(|s| placeholder == format!("${{{}}}", s.arn_placeholder()))
+                .unwrap_or_else(|| panic!("task state {name} invokes no step function"));
+            assert_eq!(name, step.state_name(), "the state is named after its step");
+            inputs.insert(step.function_name(), input.clone());
         }
-        let callback = state["Resource"]
-            .as_str()
-            .is_some_and(|r| r.ends_with(".waitForTaskToken"));
-        let (placeholder, input) = if callback {
-            (
-                &state["Parameters"]["FunctionName"],
-                &state["Parameters"]["Payload"],
-            )
-        } else {
-            (&state["Resource"], &state["Parameters"])
-        };
-        let placeholder = placeholder.as_str().unwrap_or_default();
-        let step = Step::ALL
-            .into_iter()
-            .find(|s| placeholder == format!("${{{}}}", s.arn_placeholder()))
-            .unwrap_or_else(|| panic!("task state {name} invokes no step function"));
-        assert_eq!(name, step.state_name(), "the state is named after its step");
-        inputs.insert(step.function_name(), input.clone());
     }
     inputs
 }
@@ -2046,19 +2213,41 @@ impl RuleSetStore for RecordingStore {
     }
 }
 
-/// No Step Functions here: executions are remembered by purchase (an
-/// execution is named after its purchase), and every call is recorded as
-/// the IAM action it needs. `refuse_starts` makes starts fail as throttled.
+/// No Step Functions here: executions are remembered by machine and name
+/// (a purchase's runs and their reviews), and every call is recorded as
+/// the IAM action it needs. `refuse_starts` makes starts fail as throttled;
+/// `workflow_type` is the `WORKFLOW_TYPE` the functions are given.
 #[derive(Default)]
 struct RecordingWorkflow {
     calls: Calls,
-    executions: Mutex<BTreeMap<String, ExecutionState>>,
+    executions: Mutex<BTreeMap<(&'static str, String), ExecutionState>>,
     refuse_starts: Mutex<bool>,
+    workflow_type: Mutex<WorkflowType>,
+}
+
+fn machine_id(machine: Machine) -> &'static str {
+    match machine {
+        Machine::Purchase => MACHINE,
+        Machine::Review => REVIEW_MACHINE,
+    }
+}
+
+impl RecordingWorkflow {
+    fn set(&self, machine: Machine, run: &Run, state: ExecutionState) {
+        self.executions
+            .lock()
+            .unwrap()
+            .insert((machine_id(machine), run.name()), state);
+    }
 }
 
 #[async_trait]
 impl Workflow for RecordingWorkflow {
-    async fn start(&self, purchase_id: &PurchaseId) -> Result<(), WorkflowError> {
+    fn workflow_type(&self) -> WorkflowType {
+        *self.workflow_type.lock().unwrap()
+    }
+
+    async fn start(&self, run: &Run) -> Result<(), WorkflowError> {
         need(&self.calls, &[("states:StartExecution", MACHINE)]);
         if *self.refuse_starts.lock().unwrap() {
             return Err(WorkflowError::Unavailable("throttled (test)".into()));
@@ -2066,21 +2255,26 @@ impl Workflow for RecordingWorkflow {
         self.executions
             .lock()
             .unwrap()
-            .entry(purchase_id.to_string())
+            .entry((MACHINE, run.name()))
             .or_insert(ExecutionState::Running);
         Ok(())
     }
 
     async fn describe(
         &self,
-        purchase_id: &PurchaseId,
+        machine: Machine,
+        run: &Run,
     ) -> Result<Option<ExecutionState>, WorkflowError> {
-        need(&self.calls, &[("states:DescribeExecution", EXECUTIONS)]);
+        let executions = match machine {
+            Machine::Purchase => EXECUTIONS,
+            Machine::Review => REVIEW_EXECUTIONS,
+        };
+        need(&self.calls, &[("states:DescribeExecution", executions)]);
         Ok(self
             .executions
             .lock()
             .unwrap()
-            .get(purchase_id.as_str())
+            .get(&(machine_id(machine), run.name()))
             .copied())
     }
 
@@ -2089,11 +2283,12 @@ impl Workflow for RecordingWorkflow {
             TaskDecision::Resume { .. } => "states:SendTaskSuccess",
             TaskDecision::Rejected | TaskDecision::Stopped => "states:SendTaskFailure",
         };
-        need(&self.calls, &[(action, MACHINE)]);
+        // Only reviews wait on task tokens.
+        need(&self.calls, &[(action, REVIEW_MACHINE)]);
         Ok(())
     }
 
-    async fn redrive(&self, purchase_id: &PurchaseId) -> Result<(), WorkflowError> {
+    async fn redrive(&self, run: &Run) -> Result<(), WorkflowError> {
         // An execution that is not redrivable is described before answering.
         need(
             &self.calls,
@@ -2102,10 +2297,7 @@ impl Workflow for RecordingWorkflow {
                 ("states:DescribeExecution", EXECUTIONS),
             ],
         );
-        self.executions
-            .lock()
-            .unwrap()
-            .insert(purchase_id.to_string(), ExecutionState::Running);
+        self.set(Machine::Purchase, run, ExecutionState::Running);
         Ok(())
     }
 }
@@ -2886,15 +3078,24 @@ async fn step_events_deserialize_as_step_input_and_drive_the_steps() {
         (CapturePayment, S::Paid),
         // Not on hold: the step completes its own task at once.
         (AwaitReview, S::Paid),
+        // The review is over (the event: approved): the next run begins.
+        (ContinuePurchase, S::Paid),
         // The events' outcome: FAILED / PROVISIONING_FAILED.
         (RevokeProducts, S::Failed),
         (RefundPayment, S::Failed),
         (ReleaseStock, S::Failed),
     ] {
-        h.step(step, &undone, json!({}))
+        // ContinuePurchase's run: the one that handed the purchase over.
+        let output = h
+            .step(step, &undone, json!({"run": undone}))
             .await
             .unwrap_or_else(|e| panic!("{} on {undone}: {e}", step.function_name()));
         assert_eq!(h.stored(&undone).await.status, status, "after {step:?}");
+        if step == ContinuePurchase {
+            // StartPurchaseRun starts the execution named so.
+            assert_eq!(output["executionName"], format!("{undone}-2"), "{output}");
+            assert_eq!(h.stored(&undone).await.run, 2);
+        }
     }
     let purchase = h.stored(&undone).await;
     assert_eq!(purchase.payment_status, PaymentStatus::Refunded);
@@ -3041,7 +3242,14 @@ async fn the_reconciler_starts_stranded_purchases_and_flags_failed_executions() 
         panic!("one purchase: {:?}", page.purchases);
     };
     let stranded = stranded.purchase_id.clone();
-    assert_eq!(h.workflow.describe(&stranded).await.unwrap(), None);
+    let first = Run::new(stranded.clone(), 1);
+    assert_eq!(
+        h.workflow
+            .describe(Machine::Purchase, &first)
+            .await
+            .unwrap(),
+        None
+    );
     h.calls.lock().unwrap().clear();
 
     let pass = |h: &Harness| {
@@ -3061,7 +3269,10 @@ async fn the_reconciler_starts_stranded_purchases_and_flags_failed_executions() 
         "{findings:?}"
     );
     assert_eq!(
-        h.workflow.describe(&stranded).await.unwrap(),
+        h.workflow
+            .describe(Machine::Purchase, &first)
+            .await
+            .unwrap(),
         Some(ExecutionState::Running)
     );
     h.calls.lock().unwrap().clear();
@@ -3069,12 +3280,19 @@ async fn the_reconciler_starts_stranded_purchases_and_flags_failed_executions() 
     h.check_granted(RECONCILER);
     assert_eq!(findings.running, 1, "{findings:?}");
 
+    // A run handed the purchase over to a review (and ended): fine while
+    // the review runs.
+    h.workflow
+        .set(Machine::Purchase, &first, ExecutionState::Succeeded);
+    h.workflow
+        .set(Machine::Review, &first, ExecutionState::Running);
+    let findings = pass(&h).await;
+    h.check_granted(RECONCILER);
+    assert_eq!(findings.running, 1, "{findings:?}");
+
     // An execution that failed without the purchase saying so is flagged.
     h.workflow
-        .executions
-        .lock()
-        .unwrap()
-        .insert(stranded.to_string(), ExecutionState::Failed);
+        .set(Machine::Purchase, &first, ExecutionState::Failed);
     let findings = pass(&h).await;
     h.check_granted(RECONCILER);
     assert_eq!(findings.flagged, 1, "{findings:?}");
@@ -3085,4 +3303,51 @@ async fn the_reconciler_starts_stranded_purchases_and_flags_failed_executions() 
     assert_eq!(status, 200);
     assert_eq!(body["status"], "NEEDS_ATTENTION", "{body}");
     assert!(body["attention"]["failedStep"].is_string(), "{body}");
+}
+
+/// With `WORKFLOW_TYPE=EXPRESS` the functions neither describe nor redrive
+/// purchase runs: the reconciler asks about the review only and starts a
+/// new run for a lost one, a redrive starts a new run. What they call is
+/// still what the template grants them.
+#[tokio::test]
+async fn with_express_runs_the_reconciler_and_a_redrive_start_new_runs_as_granted() {
+    let mut h = Harness::new().await;
+    *h.workflow.workflow_type.lock().unwrap() = WorkflowType::Express;
+    let lost = create_purchase(&mut h, None).await;
+    h.step(Step::ReserveStock, &lost, json!({})).await.unwrap();
+    h.calls.lock().unwrap().clear();
+    let ages = Ages {
+        look_after: Duration::ZERO,
+        restart_after: Duration::ZERO,
+    };
+    let findings =
+        shared::service::reconcile::reconcile_with(h.store.as_ref(), h.workflow.as_ref(), ages)
+            .await
+            .unwrap();
+    h.check_granted(RECONCILER);
+    assert_eq!(findings.restarted, 1, "{findings:?}");
+    let id = PurchaseId::new(lost.as_str());
+    assert_eq!(
+        h.workflow
+            .executions
+            .lock()
+            .unwrap()
+            .get(&(MACHINE, Run::new(id, 2).name())),
+        Some(&ExecutionState::Running),
+        "the new run, named after the purchase"
+    );
+
+    // A purchase stuck undoing: the redrive starts a new run, as granted.
+    let stuck = create_purchase(&mut h, None).await;
+    for step in [Step::ReserveStock, Step::CapturePayment] {
+        h.step(step, &stuck, json!({})).await.unwrap();
+    }
+    h.step(Step::NeedsAttention, &stuck, json!({}))
+        .await
+        .expect_err("NeedsAttention fails the execution on purpose");
+    let redrive = Endpoint::RedrivePurchase;
+    let (status, _, body) = h.invoke(redrive, h.prepared(redrive, Some(&stuck))).await;
+    assert_eq!(status, 200, "{body}");
+    let stored = h.stored(&stuck).await;
+    assert_eq!((stored.status, stored.run), (PurchaseStatus::Failed, 2));
 }

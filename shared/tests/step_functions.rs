@@ -3,11 +3,13 @@
 //! - against moto's server speaking the Step Functions API on 127.0.0.1
 //!   (started by scripts/test.sh, address in `AWS_TEST_ENDPOINT`; skipped
 //!   when unset, except in CI where that is an error): start, a repeated
-//!   start, describe, and what moto does with task tokens and redrives;
+//!   start, runs named after the purchase, describe, and what moto does with
+//!   task tokens and redrives;
 //! - against a scripted server in this file, answering what Step Functions
 //!   answers and moto cannot (an unknown or expired task token, throttling,
 //!   access denied, `ExecutionNotRedrivable`), which checks the adapter's one
-//!   classification of errors and the requests it sends.
+//!   classification of errors and the requests it sends, and that with an
+//!   `EXPRESS` purchase machine it never asks what Express cannot answer.
 //!
 //! What moto 5.1 does differently from Step Functions, as these tests found:
 //! `SendTaskSuccess`/`SendTaskFailure` accept any token and do nothing
@@ -19,10 +21,13 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_sfn::config::retry::RetryConfig;
 use aws_sdk_sfn::config::{BehaviorVersion, Credentials, Region};
 use serde_json::{Value, json};
-use shared::adapters::sfn::StepFunctionsWorkflow;
+use shared::adapters::sfn::{StateMachines, StepFunctionsWorkflow};
 use shared::domain::PurchaseId;
 use shared::domain::purchase::{PurchaseStatus, TaskDecision};
-use shared::ports::workflow::{DEFINITION, ExecutionState, Workflow, WorkflowError};
+use shared::ports::workflow::{
+    DEFINITION, ExecutionState, Machine, REVIEW_DEFINITION, Run, Workflow, WorkflowError,
+    WorkflowType,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -71,11 +76,12 @@ fn client(endpoint: &str) -> aws_sdk_sfn::Client {
     aws_sdk_sfn::Client::from_conf(config)
 }
 
-async fn state_machine(client: &aws_sdk_sfn::Client) -> String {
-    let definition = DEFINITION
+async fn state_machine(client: &aws_sdk_sfn::Client, definition: &str, kind: &str) -> String {
+    // Every `${...}` a plausible ARN; moto does not run the definition.
+    let definition = definition
         .replace("${", "arn:aws:lambda:us-east-1:123456789012:function:")
-        .replace("FunctionArn}", "");
-    let name = format!("purchase-{}", fastrand::u64(..));
+        .replace("Arn}", "");
+    let name = format!("{kind}-{}", fastrand::u64(..));
     client
         .create_state_machine()
         .name(name)
@@ -87,12 +93,23 @@ async fn state_machine(client: &aws_sdk_sfn::Client) -> String {
         .state_machine_arn
 }
 
-/// The adapter on moto with a fresh state machine, and its raw client.
+/// The adapter on moto with fresh state machines, and its raw client and
+/// the purchase machine's ARN.
 async fn on_moto(endpoint: &str) -> (StepFunctionsWorkflow, aws_sdk_sfn::Client, String) {
     let client = client(endpoint);
-    let arn = state_machine(&client).await;
-    let workflow = StepFunctionsWorkflow::new(client.clone(), Some(arn.clone()));
+    let arn = state_machine(&client, DEFINITION, "purchase").await;
+    let review = state_machine(&client, REVIEW_DEFINITION, "review").await;
+    let machines = StateMachines {
+        purchase: Some(arn.clone()),
+        review: Some(review),
+        workflow_type: WorkflowType::Standard,
+    };
+    let workflow = StepFunctionsWorkflow::new(client.clone(), machines);
     (workflow, client, arn)
+}
+
+fn first_run(purchase_id: &PurchaseId) -> Run {
+    Run::new(purchase_id.clone(), 1)
 }
 
 const DECISIONS: [TaskDecision; 3] = [
@@ -106,38 +123,44 @@ const DECISIONS: [TaskDecision; 3] = [
 // ---------------------------------------------------------------- moto
 
 #[tokio::test]
-async fn starting_twice_runs_one_execution_named_after_the_purchase() {
+async fn starting_twice_runs_one_execution_per_run_named_after_the_purchase() {
     let Some(endpoint) = endpoint() else { return };
     let (workflow, client, arn) = on_moto(&endpoint).await;
     let purchase_id = PurchaseId::generate();
 
-    workflow.start(&purchase_id).await.unwrap();
+    workflow.start(&first_run(&purchase_id)).await.unwrap();
     // A retried start (SDK retry, client retry, the reconciler) must not run
     // the purchase twice: Step Functions (and moto) answer
     // ExecutionAlreadyExists, which the adapter takes as done.
-    workflow.start(&purchase_id).await.unwrap();
+    workflow.start(&first_run(&purchase_id)).await.unwrap();
+    // A later run has a name of its own.
+    let second = Run::new(purchase_id.clone(), 2);
+    workflow.start(&second).await.unwrap();
 
-    let executions = client
+    let mut executions = client
         .list_executions()
         .state_machine_arn(&arn)
         .send()
         .await
         .unwrap()
         .executions;
-    assert_eq!(executions.len(), 1);
-    assert_eq!(executions[0].name, purchase_id.as_str());
+    executions.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<&str> = executions.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, [purchase_id.to_string(), format!("{purchase_id}-2")]);
     assert_eq!(
         executions[0].execution_arn,
         arn.replace(":stateMachine:", ":execution:") + ":" + purchase_id.as_str()
     );
-    let described = client
-        .describe_execution()
-        .execution_arn(&executions[0].execution_arn)
-        .send()
-        .await
-        .unwrap();
-    let input: Value = serde_json::from_str(described.input().unwrap()).unwrap();
-    assert_eq!(input, json!({ "purchaseId": purchase_id }));
+    for execution in &executions {
+        let described = client
+            .describe_execution()
+            .execution_arn(&execution.execution_arn)
+            .send()
+            .await
+            .unwrap();
+        let input: Value = serde_json::from_str(described.input().unwrap()).unwrap();
+        assert_eq!(input, json!({ "purchaseId": purchase_id }));
+    }
 }
 
 #[tokio::test]
@@ -146,15 +169,19 @@ async fn describe_knows_never_started_and_running_executions() {
     let (workflow, _client, _arn) = on_moto(&endpoint).await;
     let purchase_id = PurchaseId::generate();
 
-    assert_eq!(workflow.describe(&purchase_id).await, Ok(None));
-    workflow.start(&purchase_id).await.unwrap();
+    let run = first_run(&purchase_id);
+    assert_eq!(workflow.describe(Machine::Purchase, &run).await, Ok(None));
+    workflow.start(&run).await.unwrap();
     // moto never runs the definition: the execution stays RUNNING.
     assert_eq!(
-        workflow.describe(&purchase_id).await,
+        workflow.describe(Machine::Purchase, &run).await,
         Ok(Some(ExecutionState::Running))
     );
-    // Another purchase on the same state machine is still unknown.
-    assert_eq!(workflow.describe(&PurchaseId::generate()).await, Ok(None));
+    // Another purchase on the same state machine is still unknown, and so is
+    // a review nobody started.
+    let other = first_run(&PurchaseId::generate());
+    assert_eq!(workflow.describe(Machine::Purchase, &other).await, Ok(None));
+    assert_eq!(workflow.describe(Machine::Review, &run).await, Ok(None));
 }
 
 #[tokio::test]
@@ -178,7 +205,7 @@ async fn moto_accepts_any_task_token() {
 async fn moto_cannot_redrive() {
     let Some(endpoint) = endpoint() else { return };
     let (workflow, _client, _arn) = on_moto(&endpoint).await;
-    let running = PurchaseId::generate();
+    let running = first_run(&PurchaseId::generate());
     workflow.start(&running).await.unwrap();
     // moto 5.1 does not implement RedriveExecution and answers 500, which
     // the adapter reads as "may succeed later". Step Functions answers
@@ -186,8 +213,8 @@ async fn moto_cannot_redrive() {
     // and ExecutionDoesNotExist for a never-started one (a failure): both
     // are checked against the scripted server below. If moto learns to
     // redrive, this test says so.
-    for purchase_id in [running, PurchaseId::generate()] {
-        match workflow.redrive(&purchase_id).await {
+    for run in [running, first_run(&PurchaseId::generate())] {
+        match workflow.redrive(&run).await {
             Err(WorkflowError::Unavailable(detail)) => {
                 assert!(detail.contains("500"), "{detail}");
             }
@@ -199,18 +226,21 @@ async fn moto_cannot_redrive() {
 #[tokio::test]
 async fn a_function_without_the_state_machine_arn_cannot_start_executions() {
     // Fails before any request: no server needed.
-    let workflow = StepFunctionsWorkflow::new(client("http://127.0.0.1:9"), None);
-    let id = PurchaseId::new("p-1");
+    let workflow =
+        StepFunctionsWorkflow::new(client("http://127.0.0.1:9"), StateMachines::default());
+    let run = first_run(&PurchaseId::new("p-1"));
     assert!(matches!(
-        workflow.start(&id).await,
+        workflow.start(&run).await,
         Err(WorkflowError::Failed(_))
     ));
+    for machine in [Machine::Purchase, Machine::Review] {
+        assert!(matches!(
+            workflow.describe(machine, &run).await,
+            Err(WorkflowError::Failed(_))
+        ));
+    }
     assert!(matches!(
-        workflow.describe(&id).await,
-        Err(WorkflowError::Failed(_))
-    ));
-    assert!(matches!(
-        workflow.redrive(&id).await,
+        workflow.redrive(&run).await,
         Err(WorkflowError::Failed(_))
     ));
 }
@@ -221,11 +251,14 @@ async fn an_unreachable_service_is_unavailable_not_failed() {
     // API answers with 503 + Retry-After.
     let workflow = StepFunctionsWorkflow::new(
         client("http://127.0.0.1:9"),
-        Some("arn:aws:states:us-east-1:123456789012:stateMachine:x".into()),
+        StateMachines {
+            purchase: Some("arn:aws:states:us-east-1:123456789012:stateMachine:x".into()),
+            ..StateMachines::default()
+        },
     );
-    let id = PurchaseId::new("p-1");
+    let run = first_run(&PurchaseId::new("p-1"));
     assert!(matches!(
-        workflow.start(&id).await,
+        workflow.start(&run).await,
         Err(WorkflowError::Unavailable(_))
     ));
     assert!(matches!(
@@ -282,6 +315,7 @@ fn execution(status: &str) -> (u16, Value) {
 
 const MACHINE_PREFIX: &str = "arn:aws:states:us-east-1:123456789012:";
 const MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:purchase";
+const REVIEW_MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:review";
 
 impl ScriptedSfn {
     async fn start(answers: Vec<(u16, Value)>) -> ScriptedSfn {
@@ -324,7 +358,16 @@ impl ScriptedSfn {
     }
 
     fn workflow(&self) -> StepFunctionsWorkflow {
-        StepFunctionsWorkflow::new(client(&self.endpoint), Some(MACHINE.to_owned()))
+        self.workflow_of(WorkflowType::Standard)
+    }
+
+    fn workflow_of(&self, workflow_type: WorkflowType) -> StepFunctionsWorkflow {
+        let machines = StateMachines {
+            purchase: Some(MACHINE.to_owned()),
+            review: Some(REVIEW_MACHINE.to_owned()),
+            workflow_type,
+        };
+        StepFunctionsWorkflow::new(client(&self.endpoint), machines)
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -388,13 +431,12 @@ async fn notify_sends_the_decision_the_definition_expects() {
     assert_eq!(seen[0].body["taskToken"], "token-1");
     let output: Value = serde_json::from_str(seen[0].body["output"].as_str().unwrap()).unwrap();
     assert_eq!(output, json!({ "resumeAt": "RESERVED" }));
-    // The error names the definition's AwaitReview state catches.
+    // The error names the review machine's AwaitReview state catches.
     assert_eq!(seen[1].body["taskToken"], "token-1");
     assert_eq!(seen[1].body["error"], "PurchaseRejected");
     assert_eq!(seen[2].body["error"], "PurchaseStopped");
-    assert!(DEFINITION.contains("\"PurchaseRejected\""));
-    assert!(DEFINITION.contains("\"PurchaseStopped\""));
-    assert!(DEFINITION.contains("resumeAt"));
+    assert!(REVIEW_DEFINITION.contains("\"PurchaseRejected\""));
+    assert!(REVIEW_DEFINITION.contains("\"PurchaseStopped\""));
 }
 
 #[tokio::test]
@@ -426,12 +468,12 @@ async fn throttling_and_outages_are_unavailable() {
         for operation in ["start", "describe", "notify", "redrive"] {
             let server = ScriptedSfn::start(vec![answer.clone()]).await;
             let workflow = server.workflow();
-            let id = PurchaseId::new("p-1");
+            let run = first_run(&PurchaseId::new("p-1"));
             let result = match operation {
-                "start" => workflow.start(&id).await,
-                "describe" => workflow.describe(&id).await.map(|_| ()),
+                "start" => workflow.start(&run).await,
+                "describe" => workflow.describe(Machine::Purchase, &run).await.map(|_| ()),
                 "notify" => workflow.notify("token-1", DECISIONS[1]).await,
-                _ => workflow.redrive(&id).await,
+                _ => workflow.redrive(&run).await,
             };
             assert!(
                 matches!(result, Err(WorkflowError::Unavailable(_))),
@@ -460,7 +502,10 @@ async fn other_errors_are_failures_never_a_gone_task() {
             );
         }
         let server = ScriptedSfn::start(vec![error(400, code)]).await;
-        let result = server.workflow().start(&PurchaseId::new("p-1")).await;
+        let result = server
+            .workflow()
+            .start(&first_run(&PurchaseId::new("p-1")))
+            .await;
         assert!(
             matches!(result, Err(WorkflowError::Failed(_))),
             "{code} on start: {result:?}"
@@ -469,27 +514,39 @@ async fn other_errors_are_failures_never_a_gone_task() {
 }
 
 #[tokio::test]
-async fn start_names_the_execution_after_the_purchase_and_ignores_a_duplicate() {
+async fn start_names_the_execution_after_the_run_and_ignores_a_duplicate() {
     let server = ScriptedSfn::start(vec![
         ok(json!({ "executionArn": format!("{MACHINE_PREFIX}execution:purchase:p-1"), "startDate": 1_700_000_000 })),
         error(400, "ExecutionAlreadyExists"),
         error(400, "StateMachineDoesNotExist"),
+        ok(json!({ "executionArn": format!("{MACHINE_PREFIX}execution:purchase:p-1-3"), "startDate": 1_700_000_000 })),
     ])
     .await;
     let workflow = server.workflow();
-    let id = PurchaseId::new("p-1");
-    assert_eq!(workflow.start(&id).await, Ok(()));
-    assert_eq!(workflow.start(&id).await, Ok(()), "already started: done");
+    let run = first_run(&PurchaseId::new("p-1"));
+    assert_eq!(workflow.start(&run).await, Ok(()));
+    assert_eq!(workflow.start(&run).await, Ok(()), "already started: done");
     assert!(matches!(
-        workflow.start(&id).await,
+        workflow.start(&run).await,
         Err(WorkflowError::Failed(_))
     ));
+    workflow
+        .start(&Run::new(PurchaseId::new("p-1"), 3))
+        .await
+        .unwrap();
     let seen = server.seen();
     assert_eq!(seen[0].operation, "StartExecution");
     assert_eq!(seen[0].body["stateMachineArn"], MACHINE);
     assert_eq!(seen[0].body["name"], "p-1");
     let input: Value = serde_json::from_str(seen[0].body["input"].as_str().unwrap()).unwrap();
     assert_eq!(input, json!({ "purchaseId": "p-1" }));
+    assert_eq!(seen[3].body["name"], "p-1-3");
+    let input: Value = serde_json::from_str(seen[3].body["input"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        input,
+        json!({ "purchaseId": "p-1" }),
+        "every run the same input"
+    );
 }
 
 #[tokio::test]
@@ -502,9 +559,10 @@ async fn describe_reads_every_status() {
         ("TIMED_OUT", Some(ExecutionState::Failed)),
         ("ABORTED", Some(ExecutionState::Failed)),
     ];
+    let run = first_run(&PurchaseId::new("p-1"));
     for (status, expected) in cases {
         let server = ScriptedSfn::start(vec![execution(status)]).await;
-        let described = server.workflow().describe(&PurchaseId::new("p-1")).await;
+        let described = server.workflow().describe(Machine::Purchase, &run).await;
         assert_eq!(described, Ok(expected), "{status}");
         let seen = server.seen();
         assert_eq!(seen[0].operation, "DescribeExecution");
@@ -513,16 +571,25 @@ async fn describe_reads_every_status() {
             format!("{MACHINE_PREFIX}execution:purchase:p-1")
         );
     }
+    // A review: the review machine's execution of that run's name.
+    let second = Run::new(PurchaseId::new("p-1"), 2);
+    let server = ScriptedSfn::start(vec![execution("RUNNING")]).await;
+    let described = server.workflow().describe(Machine::Review, &second).await;
+    assert_eq!(described, Ok(Some(ExecutionState::Running)));
+    assert_eq!(
+        server.seen()[0].body["executionArn"],
+        format!("{MACHINE_PREFIX}execution:review:p-1-2")
+    );
     let server = ScriptedSfn::start(vec![error(400, "ExecutionDoesNotExist")]).await;
     assert_eq!(
-        server.workflow().describe(&PurchaseId::new("p-1")).await,
+        server.workflow().describe(Machine::Purchase, &run).await,
         Ok(None)
     );
 }
 
 #[tokio::test]
 async fn redrive_is_done_once_and_refused_while_running_or_not_redrivable() {
-    let id = PurchaseId::new("p-1");
+    let id = first_run(&PurchaseId::new("p-1"));
 
     let server = ScriptedSfn::start(vec![ok(json!({ "redriveDate": 1_700_000_000 }))]).await;
     assert_eq!(server.workflow().redrive(&id).await, Ok(()));
@@ -572,6 +639,40 @@ async fn redrive_is_done_once_and_refused_while_running_or_not_redrivable() {
     assert!(
         matches!(result, Err(WorkflowError::Failed(_))),
         "{result:?}"
+    );
+}
+
+/// An `EXPRESS` purchase machine: runs are started as on `STANDARD`, but
+/// never described or redriven (Step Functions refuses: no history), so the
+/// adapter does not ask; reviews (always `STANDARD`) are described.
+#[tokio::test]
+async fn express_runs_are_started_but_never_described_or_redriven() {
+    let server = ScriptedSfn::start(vec![
+        ok(json!({ "executionArn": format!("{MACHINE_PREFIX}express:purchase:p-1-2:x"), "startDate": 1_700_000_000 })),
+        execution("RUNNING"),
+    ])
+    .await;
+    let workflow = server.workflow_of(WorkflowType::Express);
+    assert_eq!(workflow.workflow_type(), WorkflowType::Express);
+    let run = Run::new(PurchaseId::new("p-1"), 2);
+    workflow.start(&run).await.unwrap();
+    assert!(matches!(
+        workflow.describe(Machine::Purchase, &run).await,
+        Err(WorkflowError::Failed(_))
+    ));
+    assert!(matches!(
+        workflow.redrive(&run).await,
+        Err(WorkflowError::NotAllowed(_))
+    ));
+    assert_eq!(
+        workflow.describe(Machine::Review, &run).await,
+        Ok(Some(ExecutionState::Running))
+    );
+    assert_eq!(server.operations(), ["StartExecution", "DescribeExecution"]);
+    assert_eq!(server.seen()[0].body["name"], "p-1-2");
+    assert_eq!(
+        server.seen()[1].body["executionArn"],
+        format!("{MACHINE_PREFIX}execution:review:p-1-2")
     );
 }
 

@@ -257,6 +257,9 @@ fn purchase(customer: &str, status: PurchaseStatus) -> Purchase {
         judged_contents: None,
         approved_contents: None,
         finalized_at: None,
+        // A later run, restarted once: both round-trip.
+        run: 3,
+        restarts: 1,
         timeline: vec![TimelineEntry {
             step: "create".into(),
             outcome: "ok".into(),
