@@ -56,6 +56,7 @@ pub struct Harness {
     pub system: Arc<LocalSystem>,
     pub data_dir: PathBuf,
     store: StoreChoice,
+    workflow_type: WorkflowType,
     server: tokio::task::JoinHandle<()>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     _dir: Option<tempfile::TempDir>,
@@ -66,6 +67,7 @@ pub struct Stopped {
     data_dir: PathBuf,
     secret: String,
     store: StoreChoice,
+    workflow_type: WorkflowType,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -80,6 +82,8 @@ pub struct Setup {
     pub data_dir: Option<PathBuf>,
     pub secret: Option<String>,
     pub store: StoreChoice,
+    /// `WORKFLOW_TYPE` unless a test needs one of its own.
+    pub workflow_type: WorkflowType,
 }
 
 pub type PaymentLayer = Box<dyn FnOnce(Arc<dyn PaymentGateway>) -> Arc<dyn PaymentGateway> + Send>;
@@ -96,6 +100,7 @@ impl Default for Setup {
             data_dir: None,
             secret: None,
             store: store_under_test(),
+            workflow_type: workflow_type_under_test(),
         }
     }
 }
@@ -187,7 +192,7 @@ impl Harness {
             // Tests run the reconciler by hand, on purchases of any age.
             reconcile_every: None,
             reconcile_after: Duration::from_secs(300),
-            workflow_type: workflow_type_under_test(),
+            workflow_type: setup.workflow_type,
         };
         let system = Arc::new(LocalSystem::start(options).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -211,6 +216,7 @@ impl Harness {
             system,
             data_dir,
             store: setup.store,
+            workflow_type: setup.workflow_type,
             server,
             shutdown,
             _dir: dir,
@@ -231,6 +237,7 @@ impl Harness {
             data_dir: self.data_dir,
             secret: self.secret,
             store: self.store,
+            workflow_type: self.workflow_type,
             _dir: self._dir,
         }
     }
@@ -251,6 +258,7 @@ impl Harness {
             data_dir: Some(stopped.data_dir),
             secret: Some(stopped.secret),
             store: stopped.store,
+            workflow_type: stopped.workflow_type,
             ..Setup::default()
         })
         .await;

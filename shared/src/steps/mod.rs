@@ -328,8 +328,9 @@ struct StepRun<'a> {
 impl StepRun<'_> {
     async fn step(&self, step: Step) -> Result<Option<Value>, StepError> {
         let done = match step {
-            // The one step whose output the definition uses.
+            // The steps whose output the definitions use.
             Step::ContinuePurchase => return self.continue_purchase().await.map(Some),
+            Step::FinalizePurchase => return self.finalize().await.map(Some),
             Step::EvaluateRules => self.evaluate_rules().await,
             Step::ReserveStock => self.reserve_stock().await,
             Step::CapturePayment => self.capture_payment().await,
@@ -339,7 +340,6 @@ impl StepRun<'_> {
             Step::RefundPayment => self.refund_payment().await,
             Step::ReleaseStock => self.release_stock().await,
             Step::NeedsAttention => self.needs_attention().await,
-            Step::FinalizePurchase => self.finalize().await,
         };
         done.map(|_| None).or_else(|error| match error {
             Resumed(at) => Ok(Some(json!({ "purchaseId": self.id, "resumeAt": at }))),
@@ -698,10 +698,11 @@ impl StepRun<'_> {
         .into())
     }
 
-    async fn finalize(&self) -> Result<(), StepOutcome> {
+    /// Answers the purchase's final status: the execution ends by it.
+    async fn finalize(&self) -> Result<Value, StepError> {
         let outcome = self.outcome()?;
-        self.apply(|_| Command::Finalize { outcome }).await?;
-        Ok(())
+        let transition = self.apply(|_| Command::Finalize { outcome }).await?;
+        Ok(json!({ "purchaseId": self.id, "status": transition.purchase.status }))
     }
 
     async fn load(&self) -> Result<Purchase, StepError> {
