@@ -11,8 +11,9 @@
 //!
 //! The files need no authentication; the API calls the page makes carry the
 //! reviewer's bearer token. The workflow graph is drawn from the state
-//! machine definition, served as `purchase.asl.json`
-//! ([`shared::ports::workflow::DEFINITION`], the one the workflow runs).
+//! machine definitions, served as `purchase.asl.json` and `review.asl.json`
+//! ([`shared::ports::workflow::DEFINITION`] and `REVIEW_DEFINITION`, the
+//! ones the workflows run), drawn as one graph.
 
 use http::{HeaderValue, Response, StatusCode, header};
 use shared::api::request::BASE_PATH;
@@ -75,6 +76,11 @@ pub const ASSETS: &[Asset] = &[
         name: "purchase.asl.json",
         content_type: "application/json",
         body: shared::ports::workflow::DEFINITION,
+    },
+    Asset {
+        name: "review.asl.json",
+        content_type: "application/json",
+        body: shared::ports::workflow::REVIEW_DEFINITION,
     },
 ];
 
@@ -233,10 +239,18 @@ mod tests {
     }
 
     #[test]
-    fn the_definition_is_the_one_the_workflow_runs() {
-        let served = asset("purchase.asl.json").unwrap();
-        assert_eq!(served.body, shared::ports::workflow::DEFINITION);
-        let definition: serde_json::Value = serde_json::from_str(served.body).unwrap();
-        assert!(definition["States"][definition["StartAt"].as_str().unwrap()].is_object());
+    fn the_definitions_are_the_ones_the_workflows_run() {
+        for (name, runs) in [
+            ("purchase.asl.json", shared::ports::workflow::DEFINITION),
+            (
+                "review.asl.json",
+                shared::ports::workflow::REVIEW_DEFINITION,
+            ),
+        ] {
+            let served = asset(name).unwrap();
+            assert_eq!(served.body, runs, "{name}");
+            let definition: serde_json::Value = serde_json::from_str(served.body).unwrap();
+            assert!(definition["States"][definition["StartAt"].as_str().unwrap()].is_object());
+        }
     }
 }

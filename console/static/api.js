@@ -102,9 +102,12 @@ export function devSignIn(method) {
   return send(new URL("dev-sign-in", CONSOLE_BASE), { method, body: method === "POST" ? {} : undefined, auth: false });
 }
 
-/** The state machine definition the workflow runs, served with the page. */
-export function definition() {
-  return send(new URL("purchase.asl.json", CONSOLE_BASE), { auth: false });
+/** The state machine definitions the workflows run (the purchase's and
+ * the review's), served with the page: `{purchase, review}`. */
+export async function definitions() {
+  const fetch = (name) => send(new URL(name, CONSOLE_BASE), { auth: false });
+  const [purchase, review] = await Promise.all([fetch("purchase.asl.json"), fetch("review.asl.json")]);
+  return { purchase, review };
 }
 
 /** One key per user action: a retry of the same action may reuse it. */

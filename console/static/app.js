@@ -3,9 +3,9 @@
 // Reading never changes anything; every change is a button press that sends
 // its own Idempotency-Key.
 
-import { ApiError, api, claims, definition as fetchDefinition, devSignIn, newIdempotencyKey, token } from "./api.js";
+import { ApiError, api, claims, definitions, devSignIn, newIdempotencyKey, token } from "./api.js";
 import { badge, duration, el, money, say, setBadge, time } from "./format.js";
-import { draw } from "./graph.js";
+import { combine, draw } from "./graph.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE_SIZE = 10;
@@ -21,8 +21,9 @@ let pollTimer = null;
 let polls = 0;
 const queues = {};
 
+/** The two workflows as the one graph a purchase goes through. */
 function definition() {
-  definitionPromise ||= fetchDefinition().catch((error) => {
+  definitionPromise ||= definitions().then(({ purchase, review }) => combine(purchase, review)).catch((error) => {
     definitionPromise = null;
     throw error;
   });

@@ -1,5 +1,6 @@
 // The workflow as a graph, drawn as inline SVG from the state machine
-// definition (purchase.asl.json, the one the workflow runs), with the path
+// definitions (purchase.asl.json and review.asl.json, the ones the workflows
+// run, combined into the one graph a purchase goes through), with the path
 // a purchase took and its current state, like the Step Functions console.
 //
 // Layout: a simple layered layout. Edges that close a loop (found by a
@@ -20,6 +21,51 @@ const PAD = 16;
 const LANE = 11;
 
 // ---------------------------------------------------------------- the definition
+
+const START_EXECUTION = "arn:aws:states:::states:startExecution";
+
+/**
+ * The purchase and review machines as one definition, as a purchase goes
+ * through them: the purchase machine's hand-over (the Task that starts the
+ * review, and the end of the run it leads to) becomes the review machine's
+ * states, and the review's start of the purchase's next run a transition
+ * back to the purchase machine's start.
+ */
+export function combine(purchase, review) {
+  const starts = (definition) =>
+    Object.keys(definition.States).filter((name) => definition.States[name].Resource === START_EXECUTION);
+  // The start and the Succeed states it ends in (started, or started already).
+  const handOver = (definition) => {
+    const names = starts(definition);
+    for (const name of [...names]) {
+      const state = definition.States[name];
+      for (const to of [state.Next, ...(state.Catch || []).map((c) => c.Next)]) {
+        if (definition.States[to] && definition.States[to].Type === "Succeed") names.push(to);
+      }
+    }
+    return new Set(names);
+  };
+  const retarget = (state, gone, target) => {
+    const to = (name) => (gone.has(name) ? target : name);
+    const copy = { ...state };
+    if (copy.Next) copy.Next = to(copy.Next);
+    if (copy.Default) copy.Default = to(copy.Default);
+    if (copy.Catch) copy.Catch = copy.Catch.map((c) => ({ ...c, Next: to(c.Next) }));
+    if (copy.Choices) copy.Choices = copy.Choices.map((c) => ({ ...c, Next: to(c.Next) }));
+    return copy;
+  };
+  const toReview = handOver(purchase);
+  // The review's own start of the next run stays: it is drawn going back.
+  const reviewEnds = new Set([...handOver(review)].filter((name) => !starts(review).includes(name)));
+  const States = {};
+  for (const [name, state] of Object.entries(purchase.States)) {
+    if (!toReview.has(name)) States[name] = retarget(state, toReview, review.StartAt);
+  }
+  for (const [name, state] of Object.entries(review.States)) {
+    if (!reviewEnds.has(name)) States[name] = retarget(state, reviewEnds, purchase.StartAt);
+  }
+  return { ...purchase, States };
+}
 
 /** Every transition: `{from, to, kind, label}`, one per (from, to). */
 export function transitions(definition) {

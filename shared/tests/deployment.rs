@@ -296,11 +296,27 @@ fn granted_actions(function: &TemplateFunction) -> Vec<(String, Yaml)> {
 /// The state machines' logical ids.
 const STATE_MACHINES: [&str; 2] = [MACHINE, REVIEW_MACHINE];
 
-/// A state machine's `Name` (a `!Sub`), from which policies build its ARN.
+/// A state machine's `Name` (a `!Sub`), from which policies build its ARN
+/// (and the execution ARNs they name). The purchase machine's is
+/// `!If [IsExpress, <express name>, <name>]`: this is the `STANDARD` one,
+/// the one whose executions can be described and redriven.
 fn machine_name(template: &Yaml, logical_id: &str) -> String {
-    tagged(&resource(template, logical_id)["Properties"]["Name"])
-        .and_then(|(tag, v)| (tag == "Sub").then(|| v.as_str().unwrap().to_owned()))
-        .unwrap_or_else(|| panic!("{logical_id} with a !Sub Name"))
+    let sub = |value: &Yaml| {
+        tagged(value)
+            .and_then(|(tag, v)| (tag == "Sub").then(|| v.as_str().unwrap().to_owned()))
+            .unwrap_or_else(|| panic!("{logical_id}: a !Sub name, not {value:?}"))
+    };
+    let name = &resource(template, logical_id)["Properties"]["Name"];
+    match tagged(name) {
+        Some((tag, branches)) if tag == "If" => {
+            let branches = branches.as_sequence().expect("!If [condition, then, else]");
+            assert_eq!(branches[0].as_str(), Some("IsExpress"), "{logical_id}");
+            let (express, standard) = (sub(&branches[1]), sub(&branches[2]));
+            assert_eq!(express, format!("{standard}-express"), "{logical_id}");
+            standard
+        }
+        _ => sub(name),
+    }
 }
 
 /// The ARN of a state machine, or of its executions, built from its fixed
@@ -1285,16 +1301,23 @@ fn definition_placeholders_and_substitutions_match() {
             "{logical_id}: DefinitionSubstitutions (left) vs the placeholders of {uri} (right)"
         );
 
-        // The other machine, by the ARN built from its fixed name (a !Ref
-        // would be a cycle: each starts the other).
+        // The other machine: the review machine by the ARN built from its
+        // fixed name (a !Ref would be a cycle: each starts the other), the
+        // purchase machine by !Ref (its name depends on its type).
         let other_placeholder = format!("{other}Arn");
-        let (tag, value) = tagged(&substitutions[other_placeholder.as_str()])
-            .unwrap_or_else(|| panic!("{logical_id}: {other_placeholder}"));
+        let other_arn = &substitutions[other_placeholder.as_str()];
         assert_eq!(
-            (tag.as_str(), value.as_str()),
-            ("Sub", Some(arn_from_name(&template, other, false).as_str())),
+            resource_names(other_arn, &template),
+            [other],
             "{logical_id}: {other_placeholder}"
         );
+        if other == REVIEW_MACHINE {
+            assert_eq!(
+                tagged(other_arn).map(|(tag, _)| tag).as_deref(),
+                Some("Sub"),
+                "{logical_id}: {other_placeholder}"
+            );
+        }
 
         let invoke_policies: BTreeSet<String> = properties["Policies"]
             .as_sequence()
