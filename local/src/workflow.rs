@@ -611,30 +611,33 @@ impl LocalWorkflow {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `execution` in the background; registered first, so a start
-    /// racing it sees it.
-    fn spawn(
+    /// Counts an execution as running, under the caller's lock on
+    /// `running` (so a start racing it sees it), before it is spawned.
+    fn register(
         &self,
+        running: &mut HashMap<u64, RunningExecution>,
         machine: Machine,
         name: &str,
         input: Value,
-        execution: impl Future<Output = Option<ExecutionOutcome>> + Send + 'static,
-    ) {
+    ) -> u64 {
         let key = self
             .next_execution
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.running().insert(
+        let name = name.to_owned();
+        running.insert(
             key,
             RunningExecution {
                 machine,
-                name: name.to_owned(),
+                name,
                 input,
             },
         );
-        self.spawn_registered(key, name, execution);
+        key
     }
 
-    fn spawn_registered(
+    /// Runs a registered execution in the background; it no longer counts
+    /// as running once it ends.
+    fn spawn(
         &self,
         key: u64,
         name: &str,
@@ -667,74 +670,47 @@ impl LocalWorkflow {
     ) -> Result<String, StartRefused> {
         let local = self.machine(machine);
         let arn = machine_arn(machine);
-        let prefix = arn.replace(":stateMachine:", ":execution:");
+        let runner = local.runner.clone();
+        let owned = name.to_owned();
         if local.express {
-            let key = self
-                .next_execution
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let runner = local.runner.clone();
+            let key = self.register(&mut self.running(), machine, name, input.clone());
             let journal = local.journal.clone();
-            let owned = name.to_owned();
-            let start_input = input.clone();
-            self.running().insert(
-                key,
-                RunningExecution {
-                    machine,
-                    name: name.to_owned(),
-                    input,
-                },
-            );
-            self.spawn_registered(key, name, async move {
-                express_run(runner, journal, owned, start_input).await
-            });
+            self.spawn(key, name, express_run(runner, journal, owned, input));
             return Ok(format!(
                 "{}:{name}:{key}",
                 arn.replace(":stateMachine:", ":express:")
             ));
         }
+        let execution_arn = format!("{}:{name}", arn.replace(":stateMachine:", ":execution:"));
+        // Checked and registered under one lock: two starts racing cannot
+        // both run it.
+        let mut running = self.running();
+        if let Some(existing) = running
+            .values()
+            .find(|e| e.machine == machine && e.name == name)
         {
-            // Checked and registered under one lock: two starts racing
-            // cannot both run it.
-            let mut running = self.running();
-            if let Some(existing) = running
-                .values()
-                .find(|e| e.machine == machine && e.name == name)
-            {
-                return if existing.input == input {
-                    Ok(format!("{prefix}:{name}"))
-                } else {
-                    Err(StartRefused::AlreadyExists)
-                };
-            }
-            if local
-                .journal
-                .latest(name)
-                .map_err(StartRefused::Journal)?
-                .is_some()
-            {
-                return Err(StartRefused::AlreadyExists);
-            }
-            let key = self
-                .next_execution
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            running.insert(
-                key,
-                RunningExecution {
-                    machine,
-                    name: name.to_owned(),
-                    input: input.clone(),
-                },
-            );
-            let runner = local.runner.clone();
-            let owned = name.to_owned();
-            drop(running);
-            self.spawn_registered(
-                key,
-                name,
-                async move { Some(runner.start(&owned, input).await) },
-            );
+            return if existing.input == input {
+                Ok(execution_arn)
+            } else {
+                Err(StartRefused::AlreadyExists)
+            };
         }
-        Ok(format!("{prefix}:{name}"))
+        if local
+            .journal
+            .latest(name)
+            .map_err(StartRefused::Journal)?
+            .is_some()
+        {
+            return Err(StartRefused::AlreadyExists);
+        }
+        let key = self.register(&mut running, machine, name, input.clone());
+        drop(running);
+        self.spawn(
+            key,
+            name,
+            async move { Some(runner.start(&owned, input).await) },
+        );
+        Ok(execution_arn)
     }
 
     /// Continues every `STANDARD` execution a previous process left
@@ -752,9 +728,12 @@ impl LocalWorkflow {
                 let runner = local.runner.clone();
                 let name = checkpoint.execution_name.clone();
                 let input = checkpoint.execution_input.clone();
-                self.spawn(machine, &name, input, async move {
-                    Some(runner.resume(checkpoint).await)
-                });
+                let key = self.register(&mut self.running(), machine, &name, input);
+                self.spawn(
+                    key,
+                    &name,
+                    async move { Some(runner.resume(checkpoint).await) },
+                );
             }
         }
         Ok(count)
@@ -897,20 +876,11 @@ impl Workflow for LocalWorkflow {
                     run.purchase_id, run.number
                 ))
             })?;
-        let key = self
-            .next_execution
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        running.insert(
-            key,
-            RunningExecution {
-                machine: Machine::Purchase,
-                name: name.clone(),
-                input: checkpoint.execution_input.clone(),
-            },
-        );
+        let input = checkpoint.execution_input.clone();
+        let key = self.register(&mut running, Machine::Purchase, &name, input);
         drop(running);
         let runner = self.purchase.runner.clone();
-        self.spawn_registered(key, &name, async move { runner.redrive(checkpoint).await });
+        self.spawn(key, &name, async move { runner.redrive(checkpoint).await });
         Ok(())
     }
 }
