@@ -21,17 +21,7 @@ use shared::ports::workflow::{
 use shared::steps::Step;
 
 fn steps(p: &Value) -> Vec<(String, String)> {
-    p["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["step"].as_str().unwrap().to_owned(),
-                e["outcome"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    timeline_steps(p)
 }
 
 fn line(p: &Value, id: &str) -> String {
@@ -44,24 +34,8 @@ fn line(p: &Value, id: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Redrives as an operator's client would: a 503 (the execution still
-/// ending) is retried after a moment.
 async fn redrive(h: &Harness, id: &str) -> (u16, Value) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body, _) = h
-            .send(
-                Method::POST,
-                &format!("/purchases/{id}/redrive"),
-                &h.admin_token(),
-                None,
-            )
-            .await;
-        if status != 503 || std::time::Instant::now() > deadline {
-            return (status, body);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    h.redrive(id).await
 }
 
 /// The purchase's execution once it has failed (polled: the failure is

@@ -49,27 +49,11 @@ async fn hold_every_purchase(h: &Harness) {
 }
 
 async fn stored(h: &Harness, id: &str) -> Purchase {
-    h.system
-        .app
-        .purchases
-        .get_purchase(&PurchaseId::new(id))
-        .await
-        .unwrap()
-        .unwrap()
+    h.stored(id).await
 }
 
 fn steps(p: &Value) -> Vec<(String, String)> {
-    p["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["step"].as_str().unwrap().to_owned(),
-                e["outcome"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    timeline_steps(p)
 }
 
 fn has_step(p: &Value, step: &str, outcome: &str) -> bool {
@@ -351,14 +335,7 @@ async fn the_reconciler_replaces_lost_express_runs_then_flags_the_purchase() {
     // Flagged is visible already: later passes leave it alone.
     assert_eq!(h.reconcile_now().await.restarted, 0);
     // The operator's redrive: a new run undoes it (nothing was charged).
-    let (status, body, _) = h
-        .send(
-            Method::POST,
-            &format!("/purchases/{id}/redrive"),
-            &h.admin_token(),
-            None,
-        )
-        .await;
+    let (status, body) = h.redrive(&id).await;
     assert_eq!(status, 200, "{body}");
     let p = h.wait_final(&id).await;
     assert_eq!(
@@ -405,14 +382,7 @@ async fn a_redrive_resumes_a_standard_run_and_starts_a_new_express_one() {
             ("NeedsAttention", asl::ExecutionStatus::Failed)
         );
         outage.end();
-        let (status, body, _) = h
-            .send(
-                Method::POST,
-                &format!("/purchases/{id}/redrive"),
-                &h.admin_token(),
-                None,
-            )
-            .await;
+        let (status, body) = h.redrive(&id).await;
         assert_eq!(status, 200, "{workflow_type}: {body}");
         assert!(
             body["message"]
@@ -448,14 +418,6 @@ async fn a_redrive_resumes_a_standard_run_and_starts_a_new_express_one() {
             }
         }
         // Nothing left to redrive.
-        let (status, _, _) = h
-            .send(
-                Method::POST,
-                &format!("/purchases/{id}/redrive"),
-                &h.admin_token(),
-                None,
-            )
-            .await;
-        assert_eq!(status, 409);
+        assert_eq!(h.redrive(&id).await.0, 409);
     }
 }

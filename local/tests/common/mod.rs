@@ -543,6 +543,54 @@ pub fn report(check: &str, numbers: Value) {
     std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
 }
 
+/// The timeline as (step, outcome) pairs, oldest first.
+pub fn timeline_steps(p: &Value) -> Vec<(String, String)> {
+    p["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+impl Harness {
+    /// The stored purchase, as the lifecycle sees it (its run, its token).
+    pub async fn stored(&self, id: &str) -> shared::domain::purchase::Purchase {
+        self.system
+            .app
+            .purchases
+            .get_purchase(&PurchaseId::new(id))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Redrives as an operator's client would: a 503 (the execution still
+    /// ending) is retried after a moment.
+    pub async fn redrive(&self, id: &str) -> (u16, Value) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body, _) = self
+                .send(
+                    reqwest::Method::POST,
+                    &format!("/purchases/{id}/redrive"),
+                    &self.admin_token(),
+                    None,
+                )
+                .await;
+            if status != 503 || Instant::now() > deadline {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// The workflow is done with it: completed, or stopped and fully undone.
 pub fn is_final(p: &Value) -> bool {
     p.get("finalizedAt").is_some_and(|at| !at.is_null())
