@@ -281,6 +281,7 @@ impl LocalSystem {
         if resumed > 0 {
             tracing::info!(resumed, "resumed unfinished executions");
         }
+        tracing::info!(workflow_type = %options.workflow_type, "purchase workflow runs as {}", options.workflow_type);
         let auth =
             JwtAuthenticator::new(options.auth.clone()).map_err(|e| LocalError(e.to_string()))?;
         let api_workflow: Arc<dyn Workflow> = match &options.workflow_layer {

@@ -66,7 +66,8 @@ string_id!(
     /// A purchase. New ids are UUIDv7: unique without coordination and sorted
     /// by creation time, which both stores use to list newest first. The id is
     /// also the name of the purchase's first workflow run (later runs are
-    /// `<id>-<n>`), so a repeated start never runs a purchase twice.
+    /// `<id>-<n>`), so a repeated start of a `STANDARD` workflow never runs
+    /// a purchase twice.
     PurchaseId
 );
 

@@ -324,9 +324,10 @@ pub struct Purchase {
     pub shipping_status: ShippingStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<FailureReason>,
-    /// The task token of the workflow parked in `AwaitReview`. Kept until a
-    /// decision about the purchase has been delivered to it (or the task is
-    /// known to be gone), so a retried request delivers it again.
+    /// The task token of the review parked in `AwaitReview` (the review
+    /// workflow). Kept until a decision about the purchase has been
+    /// delivered to it (or the task is known to be gone), so a retried
+    /// request delivers it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_token: Option<String>,
     /// The status an `ON_HOLD` purchase resumes at when approved.
