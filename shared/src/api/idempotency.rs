@@ -112,9 +112,10 @@ pub fn location_of(purchase_id: &str) -> String {
     format!("purchases/{purchase_id}")
 }
 
-/// What [`run_once`] hands the work: the resource to make or continue with,
-/// and the key its answer is recorded under.
-pub struct Run {
+/// One attempt of a request under [`run_once`], as the work sees it: the
+/// resource to make or continue with, and the key its answer is recorded
+/// under.
+pub struct RequestAttempt {
     /// The id of what the request makes: the one the caller proposed, or the
     /// one an earlier attempt with the same key chose and did not finish.
     pub resource_id: Option<String>,
@@ -122,7 +123,7 @@ pub struct Run {
     recorded: Arc<Mutex<Option<StoredResponse>>>,
 }
 
-impl Run {
+impl RequestAttempt {
     /// The completion that records `response` as the request's final
     /// answer, for work that writes it in the same atomic write as what it
     /// makes (a create: one write and one round trip fewer). `None` when the
@@ -153,7 +154,7 @@ fn stored(response: &ApiResponse) -> StoredResponse {
 /// Runs `work` at most once per idempotency key (when the request has one).
 ///
 /// `resource_id` is the id of what the request would create (a new purchase
-/// id), or `None`. `work` receives a [`Run`]: the id to use (`resource_id`,
+/// id), or `None`. `work` receives a [`RequestAttempt`]: the id to use (`resource_id`,
 /// or the one an earlier attempt with the same key chose and did not
 /// finish), and the means to record its answer in its own write.
 pub async fn run_once<F, Fut>(
@@ -165,12 +166,12 @@ pub async fn run_once<F, Fut>(
     work: F,
 ) -> Result<ApiResponse, ApiError>
 where
-    F: FnOnce(Run) -> Fut,
+    F: FnOnce(RequestAttempt) -> Fut,
     Fut: Future<Output = Result<ApiResponse, ApiError>>,
 {
     let recorded = Arc::new(Mutex::new(None));
     let Some(client_key) = key_from(request)? else {
-        return work(Run {
+        return work(RequestAttempt {
             resource_id,
             key: None,
             recorded,
@@ -203,12 +204,12 @@ where
             };
         }
     };
-    let run = Run {
+    let attempt = RequestAttempt {
         resource_id: claimed.resource_id.clone(),
         key: Some(key.clone()),
         recorded: Arc::clone(&recorded),
     };
-    let response = match work(run).await {
+    let response = match work(attempt).await {
         Ok(response) => response,
         Err(error) => error.into_response(&request.request_id),
     };
@@ -274,8 +275,8 @@ mod tests {
             &caller,
             &first_request,
             Some("p-first".into()),
-            |run: Run| async move {
-                assert_eq!(run.resource_id.as_deref(), Some("p-first"));
+            |attempt: RequestAttempt| async move {
+                assert_eq!(attempt.resource_id.as_deref(), Some("p-first"));
                 let _ = started_tx.send(());
                 let _ = finish_rx.await;
                 Err(ApiError::Unavailable {
@@ -309,8 +310,8 @@ mod tests {
             &caller,
             &request("{}"),
             Some("p-third".into()),
-            |run: Run| async move {
-                assert_eq!(run.resource_id.as_deref(), Some("p-first"));
+            |attempt: RequestAttempt| async move {
+                assert_eq!(attempt.resource_id.as_deref(), Some("p-first"));
                 answer(StatusCode::CREATED, r#"{"purchaseId":"p-first"}"#)
             },
         )

@@ -66,7 +66,7 @@ pub async fn create_purchase(app: &App, request: &ApiRequest) -> ApiResponse {
             &caller,
             request,
             Some(fresh_id.clone()),
-            |run| create(app, request, &caller, fresh_id, run),
+            |attempt| create(app, request, &caller, fresh_id, attempt),
         )
         .await
     })
@@ -81,7 +81,7 @@ async fn create(
     request: &ApiRequest,
     caller: &Caller,
     fresh_id: String,
-    run: idempotency::Run,
+    attempt: idempotency::RequestAttempt,
 ) -> Result<ApiResponse, ApiError> {
     let body: CreatePurchaseRequest = parse_json_body(&request.headers, &request.body)?;
     let new = body.validate()?;
@@ -94,7 +94,7 @@ async fn create(
         });
     }
     let lines = priced(app, &new.products).await?;
-    let id = PurchaseId::new(run.resource_id.clone().unwrap_or(fresh_id));
+    let id = PurchaseId::new(attempt.resource_id.clone().unwrap_or(fresh_id));
     let (purchase, effects) = lifecycle::create(
         id,
         new.customer_id,
@@ -105,7 +105,7 @@ async fn create(
     );
     // The answer, should the workflow start, is recorded for the key in the
     // purchase's own write; an answer that turns out otherwise replaces it.
-    let completion = run.completion(&accepted(&purchase, ACCEPTED)?);
+    let completion = attempt.completion(&accepted(&purchase, ACCEPTED)?);
     let purchase = match app
         .purchases
         .create_purchase(&purchase, completion.as_ref())
@@ -113,7 +113,7 @@ async fn create(
     {
         Ok(recorded) => {
             if let (true, Some(completion)) = (recorded, &completion) {
-                run.recorded(completion);
+                attempt.recorded(completion);
             }
             // Starting the workflow is done below, for retries too.
             service::record_counts(&purchase.purchase_id, effects);
