@@ -1,6 +1,7 @@
-//! What the HTTP adapters share: one client with deadlines, and one reading
-//! of status codes.
+//! What the HTTP adapters share: one client with deadlines, built on first
+//! use, and one reading of status codes.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -11,8 +12,7 @@ use reqwest::StatusCode;
 pub const CALL_DEADLINE: Duration = Duration::from_secs(10);
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(3);
 
-/// A reqwest client with the deadlines every outbound call needs; built once
-/// at cold start and shared.
+/// A reqwest client with the deadlines every outbound call needs.
 ///
 /// Redirects are not followed: a provider that moved is a configuration to
 /// fix, and following one would turn a capture's POST into a GET.
@@ -22,6 +22,42 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
         .timeout(CALL_DEADLINE)
         .redirect(reqwest::redirect::Policy::none())
         .build()
+}
+
+/// The providers' client, built by the first call that needs it and then
+/// shared by every clone (the payment and provisioning adapters of one
+/// function share one).
+///
+/// Why not at cold start: building a reqwest client parses the machine's
+/// whole CA store (milliseconds of CPU), and most step functions never call
+/// a provider (reserving stock, judging rules, finalizing), so only the
+/// first call that does pays.
+#[derive(Clone, Default)]
+pub struct LazyHttpClient {
+    client: Arc<OnceLock<reqwest::Client>>,
+}
+
+impl LazyHttpClient {
+    /// The client, built with [`http_client`] on the first call. A build
+    /// that fails (no usable CA store, for instance) is not kept: the next
+    /// call tries again.
+    pub fn get(&self) -> Result<&reqwest::Client, reqwest::Error> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let built = http_client()?;
+        // Two first calls racing both build; one client is kept.
+        Ok(self.client.get_or_init(|| built))
+    }
+}
+
+/// A client built beforehand (tests with a client of their own).
+impl From<reqwest::Client> for LazyHttpClient {
+    fn from(client: reqwest::Client) -> LazyHttpClient {
+        LazyHttpClient {
+            client: Arc::new(OnceLock::from(client)),
+        }
+    }
 }
 
 /// What a provider's status code means for the orchestrator.

@@ -14,22 +14,28 @@
 use async_trait::async_trait;
 use reqwest::StatusCode;
 
-use super::http_client::{StatusClass, classify_status};
+use super::http_client::{LazyHttpClient, StatusClass, classify_status};
 use crate::ports::payment::{
     Capture, CaptureRequest, PaymentError, PaymentGateway, RefundOutcome, RefundRequest,
 };
 
 pub struct HttpPaymentGateway {
     base_url: String,
-    client: reqwest::Client,
+    client: LazyHttpClient,
 }
 
 impl HttpPaymentGateway {
-    pub fn new(base_url: &str, client: reqwest::Client) -> HttpPaymentGateway {
+    pub fn new(base_url: &str, client: impl Into<LazyHttpClient>) -> HttpPaymentGateway {
         HttpPaymentGateway {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            client,
+            client: client.into(),
         }
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, PaymentError> {
+        self.client
+            .get()
+            .map_err(|e| PaymentError::Transient(format!("HTTP client: {e}")))
     }
 }
 
@@ -54,7 +60,7 @@ async fn failure(response: reqwest::Response, decline: bool) -> PaymentError {
 impl PaymentGateway for HttpPaymentGateway {
     async fn capture(&self, request: &CaptureRequest) -> Result<Capture, PaymentError> {
         let response = self
-            .client
+            .client()?
             .post(format!("{}/captures", self.base_url))
             .header("Idempotency-Key", &request.idempotency_key)
             .json(request)
@@ -71,7 +77,7 @@ impl PaymentGateway for HttpPaymentGateway {
 
     async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, PaymentError> {
         let response = self
-            .client
+            .client()?
             .post(format!("{}/refunds", self.base_url))
             .header("Idempotency-Key", &request.idempotency_key)
             .json(request)

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use super::http_client::{StatusClass, classify_status};
+use super::http_client::{LazyHttpClient, StatusClass, classify_status};
 use crate::domain::PurchaseId;
 use crate::domain::purchase::{ProductKind, PurchaseLine};
 use crate::ports::provisioning::{Provisioner, ProvisioningError};
@@ -28,14 +28,14 @@ struct LineRequest<'a> {
 
 pub struct HttpProvisioner {
     base_url: String,
-    client: reqwest::Client,
+    client: LazyHttpClient,
 }
 
 impl HttpProvisioner {
-    pub fn new(base_url: &str, client: reqwest::Client) -> HttpProvisioner {
+    pub fn new(base_url: &str, client: impl Into<LazyHttpClient>) -> HttpProvisioner {
         HttpProvisioner {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            client,
+            client: client.into(),
         }
     }
 
@@ -46,8 +46,11 @@ impl HttpProvisioner {
         purchase_id: &PurchaseId,
         line: &PurchaseLine,
     ) -> Result<StatusCode, ProvisioningError> {
-        let response = self
+        let client = self
             .client
+            .get()
+            .map_err(|e| ProvisioningError::Transient(format!("HTTP client: {e}")))?;
+        let response = client
             .post(format!("{}/{path}", self.base_url))
             .header(
                 "Idempotency-Key",

@@ -1,7 +1,7 @@
 //! The identity provider's JSON Web Key Set: fetched over HTTPS, cached,
 //! refreshed on an unknown `kid` at most once per interval.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{
@@ -25,7 +25,9 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// - **Lazily, on first use**, not at construction: `JwtAuthenticator::new`
 ///   stays synchronous and a cold start never fails or stalls on the identity
 ///   provider. `JwtAuthenticator::prefetch_keys` can warm the cache during a
-///   Lambda's init phase if wanted.
+///   Lambda's init phase if wanted. The HTTPS client too is built by the
+///   first fetch: building it parses the machine's whole CA store, which a
+///   cold start should not pay before it has a token to check.
 /// - **Refreshed** when a token names a `kid` not in the cache (key rotation)
 ///   or the cache is older than `max_age` (keys withdrawn from the set stop
 ///   working within that time) — but never more often than once per
@@ -147,7 +149,8 @@ impl CacheState {
 
 pub(crate) struct JwksCache {
     url: Url,
-    client: reqwest::Client,
+    /// Built by the first fetch (see [`JwksOptions`]).
+    client: OnceLock<reqwest::Client>,
     options: JwksOptions,
     /// Read on every request; held only for a copy, never across an await.
     state: Mutex<CacheState>,
@@ -161,17 +164,9 @@ impl JwksCache {
             var: super::ENV_JWKS_URL,
             reason,
         })?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout)
-            // A redirect could downgrade to http or leave the provider's host.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("purchase-orchestrator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AuthConfigError::HttpClient(e.to_string()))?;
         Ok(JwksCache {
             url,
-            client,
+            client: OnceLock::new(),
             options,
             state: Mutex::new(CacheState::default()),
             refresh: tokio::sync::Mutex::new(()),
@@ -180,6 +175,24 @@ impl JwksCache {
 
     pub(crate) fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The HTTPS client, built on the first call. A failed build is not
+    /// kept: it fails this fetch (503, like an unreachable provider) and the
+    /// next fetch tries again.
+    fn client(&self) -> Result<&reqwest::Client, String> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let built = reqwest::Client::builder()
+            .connect_timeout(self.options.connect_timeout)
+            .timeout(self.options.request_timeout)
+            // A redirect could downgrade to http or leave the provider's host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("purchase-orchestrator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("building the HTTP client failed: {e}"))?;
+        Ok(self.client.get_or_init(|| built))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, CacheState> {
@@ -306,7 +319,7 @@ impl JwksCache {
 
     async fn fetch(&self) -> Result<KeySet, String> {
         let mut response = self
-            .client
+            .client()?
             .get(self.url.clone())
             .header(http::header::ACCEPT, "application/json")
             .send()

@@ -233,8 +233,6 @@ pub enum AuthConfigError {
     Invalid { var: &'static str, reason: String },
     #[error("could not read or create the local development JWT secret: {0}")]
     LocalSecret(#[source] std::io::Error),
-    #[error("could not build the HTTP client for the JWKS: {0}")]
-    HttpClient(String),
 }
 
 impl AuthConfig {
