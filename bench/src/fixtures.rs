@@ -273,7 +273,7 @@ pub struct DynamoFixture {
 
 impl DynamoFixture {
     pub async fn connect(endpoint: &str) -> Result<DynamoFixture> {
-        let sdk = shared::lambda::config::aws_config().await;
+        let sdk = shared::lambda::config::aws_config().await?;
         let store = Arc::new(shared::lambda::config::dynamodb_store(
             &sdk,
             Some(endpoint),

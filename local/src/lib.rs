@@ -226,7 +226,9 @@ impl LocalSystem {
         let mut stores = match options.store {
             StoreChoice::Embedded | StoreChoice::InMemory => Stores::of(Arc::new(embedded.clone())),
             StoreChoice::DynamoDb { endpoint, tables } => {
-                let sdk = config::aws_config().await;
+                let sdk = config::aws_config()
+                    .await
+                    .map_err(|e| LocalError(e.to_string()))?;
                 let store = config::dynamodb_store(&sdk, endpoint.as_deref(), tables);
                 // Local mode owns its tables (on AWS the SAM template
                 // does): create whichever are missing, keep the rest.

@@ -299,6 +299,81 @@ fn the_domain_imports_no_transport_sdk_or_storage_crate() {
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
 
+/// The crates behind a Cargo feature (shared/Cargo.toml, the crate doc's
+/// table) and the only modules whose code may name them. A function built
+/// without the feature then links none of the crate; naming it anywhere
+/// else (the always-built core, another feature's module) would either not
+/// compile in some function's build or quietly widen the feature.
+const OPTIONAL_CRATES: &[(&str, &str, &[&str])] = &[
+    ("redb", "embedded", &["adapters::embedded"]),
+    ("jsonwebtoken", "api", &["auth"]),
+    (
+        "reqwest",
+        "api, steps",
+        &[
+            "auth::jwks",
+            "adapters::http_client",
+            "adapters::http_payment",
+            "adapters::http_provisioning",
+        ],
+    ),
+    (
+        "aws_sdk_dynamodb",
+        "dynamodb",
+        &["adapters::dynamodb", "lambda::config"],
+    ),
+    ("aws_sdk_sfn", "sfn", &["adapters::sfn", "lambda::config"]),
+    (
+        "aws_config",
+        "aws-sdk",
+        &[
+            "adapters::aws_sdk",
+            "adapters::dynamodb",
+            "adapters::sfn",
+            "lambda::config",
+        ],
+    ),
+    ("aws_smithy_http_client", "aws-sdk", &["adapters::aws_sdk"]),
+    (
+        "aws_credential_types",
+        "aws-sdk",
+        &["adapters::aws_sdk", "lambda::config"],
+    ),
+    ("lambda_http", "lambda-http", &["lambda::endpoint"]),
+    ("lambda_runtime", "lambda-runtime", &["lambda::task"]),
+];
+
+#[test]
+fn optional_crates_are_named_only_by_the_modules_their_feature_gates() {
+    let mut found = Vec::new();
+    for (module, file) in modules() {
+        let module_name = name(&module);
+        let code = code_of(&file);
+        for (krate, feature, allowed) in OPTIONAL_CRATES {
+            let inside = allowed
+                .iter()
+                .any(|a| module_name == *a || module_name.starts_with(&format!("{a}::")));
+            if !inside && names_crate(&code, krate) {
+                found.push(format!(
+                    "{module_name} names {krate} (feature {feature}; allowed in {})",
+                    allowed.join(", ")
+                ));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// `krate::` or `use krate` as a whole word (not `my_redb::`).
+fn names_crate(code: &str, krate: &str) -> bool {
+    code.match_indices(krate).any(|(at, _)| {
+        let before = code[..at].chars().last();
+        let after = &code[at + krate.len()..];
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            && (after.starts_with("::") || after.starts_with(';') || after.starts_with(" as "))
+    })
+}
+
 #[test]
 fn the_checker_sees_edges_it_must_see() {
     // Guards the parsing above: edges the code certainly has.
@@ -316,6 +391,10 @@ fn the_checker_sees_edges_it_must_see() {
         "adapters::dynamodb::codec"
     ));
     assert!(has("steps", "ports::payment"));
+    assert!(names_crate("use redb::{Database};", "redb"));
+    assert!(names_crate("x: lambda_runtime::Error", "lambda_runtime"));
+    assert!(!names_crate("purchases.redb", "redb"));
+    assert!(!names_crate("my_redb::x", "redb"));
     assert_eq!(
         expand("a::{b,c::{d,e},f::self}"),
         ["a::b", "a::c::d", "a::c::e", "a::f"]

@@ -9,13 +9,25 @@
 //! - [`body`]: request bodies; [`views`]: response bodies and ETags.
 //! - [`idempotency`]: the `Idempotency-Key` header.
 //! - [`error`]: the one mapping of every error to HTTP.
+//!
+//! Everything but [`request`] is behind the `api` feature. The request
+//! types and [`request::BASE_PATH`] are always here: the console's
+//! assets serve below the same base path without linking the handlers.
 
+#[cfg(feature = "api")]
 pub mod app;
+#[cfg(feature = "api")]
 pub mod body;
+#[cfg(feature = "api")]
 pub mod endpoint;
+#[cfg(feature = "api")]
 pub mod error;
+#[cfg(feature = "api")]
 pub mod idempotency;
+#[cfg(feature = "api")]
 pub mod purchases;
 pub mod request;
+#[cfg(feature = "api")]
 pub mod rule_sets;
+#[cfg(feature = "api")]
 pub mod views;

@@ -185,7 +185,7 @@ fn discover(bin_dir: &Path, hello_dir: &Path) -> Result<Vec<Target>> {
 
 /// Creates the workflow in moto so `StartExecution` succeeds, as on AWS.
 async fn create_state_machine(moto: &str) -> Result<String> {
-    let sdk = shared::lambda::config::aws_config().await;
+    let sdk = shared::lambda::config::aws_config().await?;
     let config = aws_sdk_sfn::config::Builder::from(&sdk)
         .endpoint_url(moto)
         .build();
