@@ -62,6 +62,11 @@ WORKFLOW_TYPE=EXPRESS INTERLEAVING_CASES=200 cargo test --workspace \
   --test workflow --test lifecycle --test operations --test rules --test matrix \
   --test interleavings
 
+step "bench smoke: what each function links (scripts/bench-smoke.sh)"
+# Seconds, not minutes: cargo tree per function, no compiling. Fails when a
+# function links a feature or crate it should not (issue 14).
+scripts/bench-smoke.sh
+
 step "schemathesis: openapi.yaml against the local server"
 scripts/schemathesis.sh
 
