@@ -433,11 +433,23 @@ fn every_template_function_is_a_workspace_binary_and_every_binary_is_in_the_temp
         "functions/{RECONCILER} runs shared::lambda::run_reconciler"
     );
 
-    // One shared workspace build: CodeUri is the workspace root everywhere.
+    // Each function is built alone, in its own crate's directory, so that
+    // cargo gives it only its own `shared` features (in the workspace root,
+    // `cargo lambda build --bin <name>` would build with every member's;
+    // docs/deploy.md "Build").
     let globals = &template["Globals"]["Function"];
+    assert_eq!(
+        text(globals, &["CodeUri"]),
+        None,
+        "Globals.Function.CodeUri"
+    );
     for function in &functions {
-        let code_uri = text(&function.properties, &["CodeUri"]).or(text(globals, &["CodeUri"]));
-        assert_eq!(code_uri, Some("."), "{}: CodeUri", function.logical_id);
+        assert_eq!(
+            text(&function.properties, &["CodeUri"]),
+            Some(format!("functions/{}", function.binary).as_str()),
+            "{}: CodeUri",
+            function.logical_id
+        );
     }
     assert_eq!(text(globals, &["Runtime"]), Some("provided.al2023"));
     assert_eq!(text(globals, &["Handler"]), Some("bootstrap"));
