@@ -106,9 +106,9 @@ fn no_simulators(variable: &str) -> ConfigError {
     ))
 }
 
-/// The AWS SDK configuration every client is built from
-/// ([`crate::adapters`]' `aws_sdk::sdk_config`: retries, one HTTPS client
-/// trusting Amazon's roots):
+/// The AWS SDK configuration every client is built from ([`sdk_config`]:
+/// retries, one HTTPS client trusting Amazon's roots), from the
+/// environment:
 ///
 /// - `AWS_REGION` (always set on Lambda), else the SDK's region chain;
 /// - `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (with
