@@ -187,6 +187,8 @@ impl State {
 #[derive(Debug, Clone)]
 pub struct StateMachine {
     name: String,
+    /// The machine's ARN, if the caller gives one (a local one otherwise).
+    arn: Option<String>,
     start_at: String,
     /// In definition order, so listings (`state_names`, `task_resources`) read like the file.
     states: Vec<(String, State)>,
@@ -265,6 +267,7 @@ impl StateMachine {
             .collect();
         let machine = StateMachine {
             name: "StateMachine".to_owned(),
+            arn: None,
             start_at,
             states,
             index,
@@ -282,6 +285,36 @@ impl StateMachine {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Gives the machine the ARN a service hosting it answers with, for
+    /// `$$.StateMachine.Id` and, as Step Functions derives it,
+    /// `$$.Execution.Id`. Without one the ARN is a local one,
+    /// `arn:aws:states:local:000000000000:stateMachine:<name>`.
+    #[must_use]
+    pub fn with_arn(mut self, arn: impl Into<String>) -> StateMachine {
+        self.arn = Some(arn.into());
+        self
+    }
+
+    /// `$$.StateMachine.Id`.
+    pub fn arn(&self) -> String {
+        match &self.arn {
+            Some(arn) => arn.clone(),
+            None => format!(
+                "arn:aws:states:local:000000000000:stateMachine:{}",
+                self.name
+            ),
+        }
+    }
+
+    /// `$$.Execution.Id` of the execution named `execution_name`: the
+    /// machine's ARN with `execution` for `stateMachine`, and the name.
+    pub fn execution_arn(&self, execution_name: &str) -> String {
+        format!(
+            "{}:{execution_name}",
+            self.arn().replacen(":stateMachine:", ":execution:", 1)
+        )
     }
 
     pub fn start_at(&self) -> &str {

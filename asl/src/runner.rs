@@ -255,21 +255,11 @@ impl Runner {
         &self.inner.machine
     }
 
-    fn machine_arn(&self) -> String {
-        format!(
-            "arn:aws:states:local:000000000000:stateMachine:{}",
-            self.inner.machine.name()
-        )
-    }
-
     /// Runs a new execution to completion. (Callers spawn it on tokio themselves.)
     pub async fn start(&self, execution_name: &str, input: Value) -> ExecutionOutcome {
         let execution = Execution {
             name: execution_name.to_owned(),
-            id: format!(
-                "arn:aws:states:local:000000000000:execution:{}:{execution_name}",
-                self.inner.machine.name()
-            ),
+            id: self.inner.machine.execution_arn(execution_name),
             input: input.clone(),
             started_at: Utc::now(),
         };
@@ -296,11 +286,7 @@ impl Runner {
             ExecutionStatus::Running => {}
         }
         let execution = Execution {
-            id: format!(
-                "arn:aws:states:local:000000000000:execution:{}:{}",
-                self.inner.machine.name(),
-                checkpoint.execution_name
-            ),
+            id: self.inner.machine.execution_arn(&checkpoint.execution_name),
             name: checkpoint.execution_name,
             input: checkpoint.execution_input,
             started_at: checkpoint.started_at,
@@ -324,11 +310,7 @@ impl Runner {
         }
         info!(execution = %checkpoint.execution_name, state = %checkpoint.state_name, "execution redriven");
         let execution = Execution {
-            id: format!(
-                "arn:aws:states:local:000000000000:execution:{}:{}",
-                self.inner.machine.name(),
-                checkpoint.execution_name
-            ),
+            id: self.inner.machine.execution_arn(&checkpoint.execution_name),
             name: checkpoint.execution_name,
             input: checkpoint.execution_input,
             started_at: checkpoint.started_at,
@@ -358,6 +340,12 @@ impl Runner {
         cause: &str,
     ) -> Result<(), TaskTokenError> {
         self.complete(token, Err(TaskFailure::new(error, cause)))
+    }
+
+    /// Whether a `.waitForTaskToken` task waits on `token` now (what
+    /// `SendTaskHeartbeat` needs to know).
+    pub fn is_waiting_on(&self, token: &str) -> bool {
+        self.inner.tokens().contains_key(token)
     }
 
     fn complete(
@@ -479,7 +467,7 @@ impl Runner {
                 "RetryCount": retry_count,
             },
             "StateMachine": {
-                "Id": self.machine_arn(),
+                "Id": self.inner.machine.arn(),
                 "Name": self.inner.machine.name(),
             },
         });

@@ -4,6 +4,10 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use asl::{InMemoryJournal, Runner, StateMachine};
 use common::{Reply, Scripted, failed, run, single_task, succeeded};
 use serde_json::{Value, json};
 
@@ -422,6 +426,36 @@ async fn context_object_is_available_to_parameters() {
             "{field}: {text}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_context_names_the_arn_the_host_gives_the_machine() {
+    // A service hosting the machine (aws-local's Step Functions endpoint)
+    // answers with its own ARNs; `$$` must tell the same ones, the
+    // execution's derived from the machine's as Step Functions derives it.
+    let definition = single_task(json!({
+        "Parameters": {"execution.$": "$$.Execution.Id", "machine.$": "$$.StateMachine.Id"}
+    }));
+    let machine = StateMachine::from_json(&definition.to_string(), &HashMap::new())
+        .unwrap()
+        .with_name("shop-purchase")
+        .with_arn("arn:aws:states:eu-west-1:123456789012:stateMachine:shop-purchase");
+    let task = Scripted::returning(json!(null));
+    let runner = Runner::new(
+        Arc::new(machine),
+        task.clone(),
+        Arc::new(InMemoryJournal::new()),
+    );
+    runner.start("p-1", json!({})).await;
+    let seen = &task.calls()[0].input;
+    assert_eq!(
+        seen["machine"],
+        json!("arn:aws:states:eu-west-1:123456789012:stateMachine:shop-purchase")
+    );
+    assert_eq!(
+        seen["execution"],
+        json!("arn:aws:states:eu-west-1:123456789012:execution:shop-purchase:p-1")
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,10 +6,12 @@
 //! - the same `statemachine/purchase.asl.json` and `review.asl.json`,
 //!   executed in-process by the [`asl`] runner, calling the same step
 //!   functions ([`shared::steps`]), the purchase machine with the semantics
-//!   of its `WORKFLOW_TYPE` ([`workflow`]).
+//!   of its `WORKFLOW_TYPE` ([`workflow`]), by the executions host
+//!   ([`executions`]) that `aws-local`'s Step Functions endpoint runs too.
 
 pub mod catalog;
 pub mod console;
+pub mod executions;
 pub mod server;
 pub mod workflow;
 

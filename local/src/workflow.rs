@@ -1,6 +1,6 @@
 //! The workflow port in local mode: both state machines
-//! (`statemachine/purchase.asl.json` and `review.asl.json`) run by
-//! in-process [`asl::Runner`]s. Their Lambda Task states call the step
+//! (`statemachine/purchase.asl.json` and `review.asl.json`) run in-process
+//! ([`crate::executions`]). Their Lambda Task states call the step
 //! functions directly; their `states:startExecution` Task states start the
 //! other machine's executions, as Step Functions' integration does.
 //!
@@ -16,50 +16,38 @@
 //!   their last checkpoints are kept in memory for inspection only (the
 //!   CloudWatch Logs of local mode).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
 
-use asl::{
-    Checkpoint, ExecutionJournal, ExecutionOutcome, ExecutionStatus, JournalError, Runner,
-    StateMachine, TaskContext, TaskFailure, TaskInvoker, TaskTokenError,
-};
+use asl::{Checkpoint, ExecutionStatus, StateMachine, TaskContext, TaskFailure, TaskInvoker};
 use async_trait::async_trait;
-use chrono::{SecondsFormat, Utc};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde_json::{Value, json};
+use serde_json::Value;
 use shared::adapters::embedded::EmbeddedStore;
 use shared::domain::PurchaseId;
 use shared::domain::purchase::TaskDecision;
-use shared::ports::store::StoreError;
 use shared::ports::workflow::{
     DEFINITION, ExecutionState, Machine, REVIEW_DEFINITION, Run, Workflow, WorkflowError,
     WorkflowType, execution_input, task_failure, task_output,
 };
 use shared::steps::{Step, StepDeps};
-use tokio::task::JoinSet;
+
+use crate::executions::{
+    Executions, MachineDefinition, MachineKind, RedriveRefused, START_EXECUTION, StartRefused,
+};
+
+pub use crate::executions::EXPRESS_LIMIT;
 
 /// Purchase machine runs (`STANDARD`): executionName → latest Checkpoint (JSON).
-const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("executions");
+const EXECUTIONS: &str = "executions";
 
 /// Review machine executions: executionName → latest Checkpoint (JSON).
-const REVIEW_EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("review-executions");
+const REVIEW_EXECUTIONS: &str = "review-executions";
 
 /// The Step Functions service integration for invoking a Lambda function.
 const LAMBDA_INVOKE: &str = "arn:aws:states:::lambda:invoke";
 
-/// The Step Functions service integration for starting an execution
-/// (request-response: the task ends once the execution is started).
-const START_EXECUTION: &str = "arn:aws:states:::states:startExecution";
-
 /// The prefix local Task resources get instead of a Lambda ARN.
 pub const LOCAL_RESOURCE_PREFIX: &str = "local:";
-
-/// How long an `EXPRESS` execution may run, as on Step Functions.
-pub const EXPRESS_LIMIT: Duration = Duration::from_secs(300);
-
-/// How many ended `EXPRESS` runs keep their last checkpoint in memory.
-const EXPRESS_KEPT: usize = 10_000;
 
 /// A machine's name in local mode (`$$.StateMachine.Name`).
 fn machine_name(machine: Machine) -> &'static str {
@@ -132,71 +120,6 @@ struct StepInvoker {
     callbacks: Arc<RunnerCallbacks>,
 }
 
-impl StepInvoker {
-    /// `arn:aws:states:::states:startExecution` with `StateMachineArn`,
-    /// `Name` and `Input` (an object, or a JSON string), answering as Step
-    /// Functions does: `{"ExecutionArn", "StartDate"}`, or the integration's
-    /// error names.
-    fn start_execution(&self, parameters: &Value) -> Result<Value, TaskFailure> {
-        let failure = |error: &str, cause: String| {
-            TaskFailure::new(format!("StepFunctions.{error}Exception"), cause)
-        };
-        let arn = parameters
-            .get("StateMachineArn")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let machine = [Machine::Purchase, Machine::Review]
-            .into_iter()
-            .find(|m| machine_arn(*m) == arn)
-            .ok_or_else(|| {
-                failure(
-                    "StateMachineDoesNotExist",
-                    format!("no local state machine {arn:?}"),
-                )
-            })?;
-        let name = match parameters.get("Name") {
-            None => uuid::Uuid::now_v7().to_string(),
-            Some(Value::String(name)) if valid_execution_name(name) => name.clone(),
-            Some(other) => {
-                return Err(failure(
-                    "InvalidName",
-                    format!("{other} is not a valid execution name"),
-                ));
-            }
-        };
-        let input = match parameters.get("Input") {
-            None => json!({}),
-            Some(Value::String(text)) => serde_json::from_str(text)
-                .map_err(|e| failure("InvalidExecutionInput", format!("Input is not JSON: {e}")))?,
-            Some(value) => value.clone(),
-        };
-        let workflow = self
-            .callbacks
-            .workflow()
-            .map_err(|e| TaskFailure::new("States.TaskFailed", e.to_string()))?;
-        match workflow.start_execution(machine, &name, input) {
-            Ok(execution_arn) => Ok(json!({
-                "ExecutionArn": execution_arn,
-                "StartDate": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            })),
-            Err(StartRefused::AlreadyExists) => Err(failure(
-                "ExecutionAlreadyExists",
-                format!("an execution named {name:?} already exists"),
-            )),
-            Err(StartRefused::Journal(error)) => Err(TaskFailure::new("States.TaskFailed", error)),
-        }
-    }
-}
-
-/// Step Functions' rule for execution names: 1 to 80 characters, none of
-/// whitespace, brackets, wildcards, `"#%\^|~`$&,;:/` or control characters.
-fn valid_execution_name(name: &str) -> bool {
-    (1..=80).contains(&name.chars().count())
-        && !name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>{}[]?*\"#%\\^|~`$&,;:/".contains(c))
-}
-
 #[async_trait]
 impl TaskInvoker for StepInvoker {
     async fn invoke(
@@ -206,7 +129,11 @@ impl TaskInvoker for StepInvoker {
         context: &TaskContext,
     ) -> Result<Value, TaskFailure> {
         if resource == START_EXECUTION {
-            return self.start_execution(&input);
+            let workflow = self
+                .callbacks
+                .workflow()
+                .map_err(|e| TaskFailure::new("States.TaskFailed", e.to_string()))?;
+            return workflow.executions.start_execution_task(&input);
         }
         // Direct Lambda resources are `local:<function>`. The callback
         // pattern goes through the `lambda:invoke` integration, which names
@@ -261,147 +188,6 @@ impl TaskInvoker for StepInvoker {
     }
 }
 
-fn journal_error(error: impl std::fmt::Display) -> JournalError {
-    JournalError::new(error.to_string())
-}
-
-/// A machine's checkpoints, as the runner writes them and this module reads them.
-trait Checkpoints: ExecutionJournal {
-    /// The latest checkpoint of the execution named `name`.
-    fn latest(&self, name: &str) -> Result<Option<Checkpoint>, String>;
-    /// The executions a previous process left running.
-    fn unfinished(&self) -> Result<Vec<Checkpoint>, String>;
-}
-
-/// Checkpoints in the embedded database, one table per machine. Written
-/// through the store's writer, so checkpoints share durable commits with the
-/// steps' own writes.
-struct RedbJournal {
-    store: EmbeddedStore,
-    db: Arc<Database>,
-    table: TableDefinition<'static, &'static str, &'static [u8]>,
-}
-
-impl RedbJournal {
-    async fn new(
-        store: EmbeddedStore,
-        table: TableDefinition<'static, &'static str, &'static [u8]>,
-    ) -> Result<RedbJournal, String> {
-        store
-            .write(move |txn| {
-                txn.open_table(table)
-                    .map_err(|e| StoreError::Internal(e.to_string()))?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let db = store.database();
-        Ok(RedbJournal { store, db, table })
-    }
-}
-
-impl Checkpoints for RedbJournal {
-    fn latest(&self, name: &str) -> Result<Option<Checkpoint>, String> {
-        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
-        let table = txn.open_table(self.table).map_err(|e| e.to_string())?;
-        match table.get(name).map_err(|e| e.to_string())? {
-            Some(bytes) => serde_json::from_slice(bytes.value())
-                .map(Some)
-                .map_err(|e| e.to_string()),
-            None => Ok(None),
-        }
-    }
-
-    fn unfinished(&self) -> Result<Vec<Checkpoint>, String> {
-        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
-        let table = txn.open_table(self.table).map_err(|e| e.to_string())?;
-        let mut found = Vec::new();
-        for entry in table.iter().map_err(|e| e.to_string())? {
-            let (_, bytes) = entry.map_err(|e| e.to_string())?;
-            let checkpoint: Checkpoint =
-                serde_json::from_slice(bytes.value()).map_err(|e| e.to_string())?;
-            if checkpoint.status == ExecutionStatus::Running {
-                found.push(checkpoint);
-            }
-        }
-        Ok(found)
-    }
-}
-
-#[async_trait]
-impl ExecutionJournal for RedbJournal {
-    async fn save(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
-        let bytes = serde_json::to_vec(checkpoint).map_err(journal_error)?;
-        let name = checkpoint.execution_name.clone();
-        let table = self.table;
-        self.store
-            .write(move |txn| {
-                let mut table = txn
-                    .open_table(table)
-                    .map_err(|e| StoreError::Internal(e.to_string()))?;
-                table
-                    .insert(name.as_str(), bytes.as_slice())
-                    .map_err(|e| StoreError::Internal(e.to_string()))?;
-                Ok(())
-            })
-            .await
-            .map_err(journal_error)
-    }
-}
-
-/// `EXPRESS` runs' last checkpoints, in memory: nothing to resume after a
-/// restart. The most recent [`EXPRESS_KEPT`] ended runs are kept.
-#[derive(Default)]
-struct MemoryJournal {
-    inner: Mutex<MemoryCheckpoints>,
-}
-
-#[derive(Default)]
-struct MemoryCheckpoints {
-    latest: HashMap<String, Checkpoint>,
-    ended: VecDeque<String>,
-}
-
-impl MemoryJournal {
-    fn lock(&self) -> MutexGuard<'_, MemoryCheckpoints> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Checkpoints for MemoryJournal {
-    fn latest(&self, name: &str) -> Result<Option<Checkpoint>, String> {
-        Ok(self.lock().latest.get(name).cloned())
-    }
-
-    fn unfinished(&self) -> Result<Vec<Checkpoint>, String> {
-        Ok(Vec::new()) // lost with the process that ran them
-    }
-}
-
-#[async_trait]
-impl ExecutionJournal for MemoryJournal {
-    async fn save(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
-        let mut kept = self.lock();
-        let name = checkpoint.execution_name.clone();
-        if checkpoint.status != ExecutionStatus::Running {
-            kept.ended.push_back(name.clone());
-            while kept.ended.len() > EXPRESS_KEPT {
-                if let Some(oldest) = kept.ended.pop_front() {
-                    let running = kept
-                        .latest
-                        .get(&oldest)
-                        .is_some_and(|c| c.status == ExecutionStatus::Running);
-                    if !running {
-                        kept.latest.remove(&oldest);
-                    }
-                }
-            }
-        }
-        kept.latest.insert(name, checkpoint.clone());
-        Ok(())
-    }
-}
-
 /// The step tasks' and the invoker's view of the workflow: the steps only
 /// deliver decisions to parked tasks, the invoker starts executions, through
 /// the workflow that exists once the steps have been wired into it.
@@ -452,43 +238,11 @@ impl Workflow for RunnerCallbacks {
     }
 }
 
-/// One state machine, as local mode runs it.
-struct LocalMachine {
-    runner: Runner,
-    journal: Arc<dyn Checkpoints>,
-    /// Step Functions' `EXPRESS` semantics (see the module's documentation).
-    express: bool,
-}
-
-/// Why a start did not start anything.
-enum StartRefused {
-    /// A `STANDARD` execution of that name exists (closed, or running with
-    /// another input).
-    AlreadyExists,
-    Journal(String),
-}
-
-/// An execution this process runs now.
-struct RunningExecution {
-    machine: Machine,
-    name: String,
-    input: Value,
-}
-
 /// Starts, resumes, describes and redrives executions of both machines
 /// in-process.
 pub struct LocalWorkflow {
     workflow_type: WorkflowType,
-    purchase: LocalMachine,
-    review: LocalMachine,
-    /// Executions this process runs now, by a number of their own (an
-    /// `EXPRESS` name may run twice), so a second start of a `STANDARD` one
-    /// is refused even before its first checkpoint is written, and
-    /// `describe` sees them.
-    running: Arc<Mutex<HashMap<u64, RunningExecution>>>,
-    next_execution: std::sync::atomic::AtomicU64,
-    /// The tasks running them, stopped by [`LocalWorkflow::shutdown`].
-    tasks: Mutex<JoinSet<()>>,
+    executions: Executions,
 }
 
 impl LocalWorkflow {
@@ -503,65 +257,46 @@ impl LocalWorkflow {
         workflow_type: WorkflowType,
     ) -> Result<Arc<LocalWorkflow>, String> {
         let substitutions = local_substitutions();
-        let purchase_machine = StateMachine::from_json(DEFINITION, &substitutions)
-            .map_err(|e| format!("purchase machine: {e}"))?
-            .with_name(machine_name(Machine::Purchase));
-        let review_machine = StateMachine::from_json(REVIEW_DEFINITION, &substitutions)
-            .map_err(|e| format!("review machine: {e}"))?
-            .with_name(machine_name(Machine::Review));
-        let express = workflow_type == WorkflowType::Express;
-        if express
-            && let Some(callback) = purchase_machine
-                .task_resources()
-                .into_iter()
-                .find(|r| r.ends_with(".waitForTaskToken"))
-        {
-            // Step Functions refuses to create such an Express machine.
-            return Err(format!(
-                "purchase machine: an EXPRESS workflow cannot wait for a task token ({callback})"
-            ));
-        }
+        let definition = |machine: Machine, text: &str| {
+            StateMachine::from_json(text, &substitutions)
+                .map(|definition| {
+                    definition
+                        .with_name(machine_name(machine))
+                        .with_arn(machine_arn(machine))
+                })
+                .map_err(|e| format!("{} machine: {e}", machine_name(machine)))
+        };
+        let purchase = MachineDefinition {
+            definition: definition(Machine::Purchase, DEFINITION)?,
+            kind: match workflow_type {
+                WorkflowType::Express => MachineKind::Express,
+                WorkflowType::Standard => MachineKind::Standard {
+                    table: EXECUTIONS.to_owned(),
+                },
+            },
+        };
+        let review = MachineDefinition {
+            definition: definition(Machine::Review, REVIEW_DEFINITION)?,
+            kind: MachineKind::Standard {
+                table: REVIEW_EXECUTIONS.to_owned(),
+            },
+        };
         let invoker = Arc::new(StepInvoker {
             deps,
             hook,
             callbacks: callbacks.clone(),
         });
-        let purchase_journal: Arc<dyn Checkpoints> = if express {
-            Arc::new(MemoryJournal::default())
-        } else {
-            Arc::new(RedbJournal::new(store.clone(), EXECUTIONS).await?)
-        };
-        let review_journal: Arc<dyn Checkpoints> =
-            Arc::new(RedbJournal::new(store, REVIEW_EXECUTIONS).await?);
-        let machine = |definition: StateMachine, journal: &Arc<dyn Checkpoints>, express| {
-            let runner = Runner::new(Arc::new(definition), invoker.clone(), journal.clone())
-                .with_delay_scale(delay_scale);
-            LocalMachine {
-                runner,
-                journal: journal.clone(),
-                express,
-            }
-        };
+        let executions =
+            Executions::new(vec![purchase, review], invoker, &store, delay_scale).await?;
         let workflow = Arc::new(LocalWorkflow {
             workflow_type,
-            purchase: machine(purchase_machine, &purchase_journal, express),
-            review: machine(review_machine, &review_journal, false),
-            running: Arc::new(Mutex::new(HashMap::new())),
-            next_execution: std::sync::atomic::AtomicU64::new(0),
-            tasks: Mutex::new(JoinSet::new()),
+            executions,
         });
         callbacks
             .workflow
             .set(Arc::downgrade(&workflow))
             .map_err(|_| "the runner callbacks are already connected".to_owned())?;
         Ok(workflow)
-    }
-
-    fn machine(&self, machine: Machine) -> &LocalMachine {
-        match machine {
-            Machine::Purchase => &self.purchase,
-            Machine::Review => &self.review,
-        }
     }
 
     /// How the purchase machine runs (`WORKFLOW_TYPE`).
@@ -581,7 +316,8 @@ impl LocalWorkflow {
         machine: Machine,
         execution_name: &str,
     ) -> Result<Option<Checkpoint>, String> {
-        self.machine(machine).journal.latest(execution_name)
+        self.executions
+            .latest(&machine_arn(machine), execution_name)
     }
 
     /// Whether this process runs a purchase machine execution of that name
@@ -592,194 +328,40 @@ impl LocalWorkflow {
 
     /// Whether this process runs an execution of `machine` of that name now.
     pub fn is_execution_running(&self, machine: Machine, execution_name: &str) -> bool {
-        self.running()
-            .values()
-            .any(|e| e.machine == machine && e.name == execution_name)
+        self.executions
+            .is_running(&machine_arn(machine), execution_name)
     }
 
     /// The executions of a purchase's runs (on either machine) this process
     /// runs now, as (machine, execution name).
     pub fn running_executions(&self, purchase_id: &PurchaseId) -> Vec<(Machine, String)> {
-        self.running()
-            .values()
-            .filter(|e| Run::parse(purchase_id, &e.name).is_some())
-            .map(|e| (e.machine, e.name.clone()))
+        self.executions
+            .running_executions()
+            .into_iter()
+            .filter(|(_, name)| Run::parse(purchase_id, name).is_some())
+            .filter_map(|(arn, name)| {
+                [Machine::Purchase, Machine::Review]
+                    .into_iter()
+                    .find(|m| machine_arn(*m) == arn)
+                    .map(|machine| (machine, name))
+            })
             .collect()
-    }
-
-    fn running(&self) -> MutexGuard<'_, HashMap<u64, RunningExecution>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Counts an execution as running, under the caller's lock on
-    /// `running` (so a start racing it sees it), before it is spawned.
-    fn register(
-        &self,
-        running: &mut HashMap<u64, RunningExecution>,
-        machine: Machine,
-        name: &str,
-        input: Value,
-    ) -> u64 {
-        let key = self
-            .next_execution
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = name.to_owned();
-        running.insert(
-            key,
-            RunningExecution {
-                machine,
-                name,
-                input,
-            },
-        );
-        key
-    }
-
-    /// Runs a registered execution in the background; it no longer counts
-    /// as running once it ends.
-    fn spawn(
-        &self,
-        key: u64,
-        name: &str,
-        execution: impl Future<Output = Option<ExecutionOutcome>> + Send + 'static,
-    ) {
-        let running = Arc::clone(&self.running);
-        let name = name.to_owned();
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        // Reap finished tasks so the set does not grow with every purchase.
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
-            let outcome = execution.await;
-            tracing::info!(execution = %name, ?outcome, "execution ended");
-            running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
-        });
-    }
-
-    /// Starts an execution of `machine` named `name`, as `StartExecution`
-    /// does: a `STANDARD` name runs once (the same input while it runs is
-    /// the same start; anything else already exists), an `EXPRESS` start
-    /// always runs. Returns the execution's ARN.
-    fn start_execution(
-        &self,
-        machine: Machine,
-        name: &str,
-        input: Value,
-    ) -> Result<String, StartRefused> {
-        let local = self.machine(machine);
-        let arn = machine_arn(machine);
-        let runner = local.runner.clone();
-        let owned = name.to_owned();
-        if local.express {
-            let key = self.register(&mut self.running(), machine, name, input.clone());
-            let journal = local.journal.clone();
-            self.spawn(key, name, express_run(runner, journal, owned, input));
-            return Ok(format!(
-                "{}:{name}:{key}",
-                arn.replace(":stateMachine:", ":express:")
-            ));
-        }
-        let execution_arn = format!("{}:{name}", arn.replace(":stateMachine:", ":execution:"));
-        // Checked and registered under one lock: two starts racing cannot
-        // both run it.
-        let mut running = self.running();
-        if let Some(existing) = running
-            .values()
-            .find(|e| e.machine == machine && e.name == name)
-        {
-            return if existing.input == input {
-                Ok(execution_arn)
-            } else {
-                Err(StartRefused::AlreadyExists)
-            };
-        }
-        if local
-            .journal
-            .latest(name)
-            .map_err(StartRefused::Journal)?
-            .is_some()
-        {
-            return Err(StartRefused::AlreadyExists);
-        }
-        let key = self.register(&mut running, machine, name, input.clone());
-        drop(running);
-        self.spawn(
-            key,
-            name,
-            async move { Some(runner.start(&owned, input).await) },
-        );
-        Ok(execution_arn)
     }
 
     /// Continues every `STANDARD` execution a previous process left
     /// running; returns how many. (`EXPRESS` runs are gone with it.)
     pub async fn resume_unfinished(&self) -> Result<usize, String> {
-        let mut count = 0;
-        for machine in [Machine::Purchase, Machine::Review] {
-            let local = self.machine(machine);
-            let journal = local.journal.clone();
-            let unfinished = tokio::task::spawn_blocking(move || journal.unfinished())
-                .await
-                .map_err(|e| e.to_string())??;
-            count += unfinished.len();
-            for checkpoint in unfinished {
-                let runner = local.runner.clone();
-                let name = checkpoint.execution_name.clone();
-                let input = checkpoint.execution_input.clone();
-                let key = self.register(&mut self.running(), machine, &name, input);
-                self.spawn(
-                    key,
-                    &name,
-                    async move { Some(runner.resume(checkpoint).await) },
-                );
-            }
-        }
-        Ok(count)
+        self.executions.resume_unfinished().await
     }
 
     /// Stops every execution this process runs, as a process exit would:
     /// `STANDARD` checkpoints stay, and the next start resumes them.
     pub async fn shutdown(&self) {
-        let mut tasks =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-        self.running().clear();
+        self.executions.shutdown().await;
     }
 }
 
-/// Runs an `EXPRESS` execution for at most [`EXPRESS_LIMIT`]; one still
-/// going then ends there, timed out, whatever it was doing.
-async fn express_run(
-    runner: Runner,
-    journal: Arc<dyn Checkpoints>,
-    name: String,
-    input: Value,
-) -> Option<ExecutionOutcome> {
-    match tokio::time::timeout(EXPRESS_LIMIT, runner.start(&name, input)).await {
-        Ok(outcome) => Some(outcome),
-        Err(_) => {
-            tracing::warn!(execution = %name, "EXPRESS execution timed out");
-            if let Ok(Some(mut last)) = journal.latest(&name) {
-                last.status = ExecutionStatus::Failed;
-                last.error = Some(TaskFailure::new(
-                    "States.Timeout",
-                    "the execution ran longer than an EXPRESS execution may",
-                ));
-                last.updated_at = Utc::now();
-                let _ = journal.save(&last).await;
-            }
-            Some(ExecutionOutcome::Failed {
-                error: "States.Timeout".into(),
-                cause: "EXPRESS execution time limit".into(),
-            })
-        }
-    }
-}
-
-fn token_error(error: TaskTokenError) -> WorkflowError {
+fn token_error(error: asl::TaskTokenError) -> WorkflowError {
     // An unknown token: the task is gone (completed, timed out, or never
     // issued), exactly Step Functions' TaskDoesNotExist / TaskTimedOut.
     WorkflowError::TaskGone(error.to_string())
@@ -792,14 +374,17 @@ impl Workflow for LocalWorkflow {
     }
 
     async fn start(&self, run: &Run) -> Result<(), WorkflowError> {
-        match self.start_execution(
-            Machine::Purchase,
+        match self.executions.start(
+            &machine_arn(Machine::Purchase),
             &run.name(),
             execution_input(&run.purchase_id),
         ) {
             // Like Step Functions for a STANDARD machine: one execution per name.
             Ok(_) | Err(StartRefused::AlreadyExists) => Ok(()),
             Err(StartRefused::Journal(error)) => Err(WorkflowError::Unavailable(error)),
+            Err(StartRefused::NoSuchMachine) => Err(WorkflowError::Failed(
+                "the local runner has no purchase machine".into(),
+            )),
         }
     }
 
@@ -808,21 +393,17 @@ impl Workflow for LocalWorkflow {
         machine: Machine,
         run: &Run,
     ) -> Result<Option<ExecutionState>, WorkflowError> {
-        let local = self.machine(machine);
-        if local.express {
+        let arn = machine_arn(machine);
+        if self.executions.is_express(&arn) == Some(true) {
             return Err(WorkflowError::Failed(
                 "EXPRESS executions keep no history: they cannot be described".into(),
             ));
         }
-        let name = run.name();
-        if self.is_execution_running(machine, &name) {
-            return Ok(Some(ExecutionState::Running));
-        }
-        let checkpoint = local
-            .journal
-            .latest(&name)
+        let execution = self
+            .executions
+            .execution(&arn, &run.name())
             .map_err(WorkflowError::Unavailable)?;
-        Ok(checkpoint.map(|checkpoint| match checkpoint.status {
+        Ok(execution.map(|execution| match execution.status {
             ExecutionStatus::Running => ExecutionState::Running,
             ExecutionStatus::Succeeded => ExecutionState::Succeeded,
             ExecutionStatus::Failed => ExecutionState::Failed,
@@ -831,12 +412,13 @@ impl Workflow for LocalWorkflow {
 
     async fn notify(&self, task_token: &str, decision: TaskDecision) -> Result<(), WorkflowError> {
         // Only the review machine waits for task tokens.
-        let runner = &self.review.runner;
         match (decision, task_failure(decision)) {
-            (TaskDecision::Resume { at }, _) => runner
+            (TaskDecision::Resume { at }, _) => self
+                .executions
                 .send_task_success(task_token, task_output(at))
                 .map_err(token_error),
-            (_, Some((error, cause))) => runner
+            (_, Some((error, cause))) => self
+                .executions
                 .send_task_failure(task_token, error, cause)
                 .map_err(token_error),
             (_, None) => Ok(()),
@@ -844,43 +426,34 @@ impl Workflow for LocalWorkflow {
     }
 
     async fn redrive(&self, run: &Run) -> Result<(), WorkflowError> {
-        let name = run.name();
-        if self.purchase.express {
-            return Err(WorkflowError::NotAllowed(format!(
+        let cannot = || {
+            WorkflowError::NotAllowed(format!(
+                "the execution of purchase {} (run {}) cannot be redriven",
+                run.purchase_id, run.number
+            ))
+        };
+        match self
+            .executions
+            .redrive(&machine_arn(Machine::Purchase), &run.name())
+        {
+            Ok(()) => Ok(()),
+            Err(RedriveRefused::Express) => Err(WorkflowError::NotAllowed(format!(
                 "the execution of purchase {} (run {}) is EXPRESS: it cannot be redriven",
                 run.purchase_id, run.number
-            )));
-        }
-        let mut running = self.running();
-        if running
-            .values()
-            .any(|e| e.machine == Machine::Purchase && e.name == name)
-        {
+            ))),
             // Still ending (the purchase says NEEDS_ATTENTION a moment
             // before its execution has failed), or redriven already: either
             // way, not now — as Step Functions answers.
-            return Err(WorkflowError::Unavailable(format!(
+            Err(RedriveRefused::Running) => Err(WorkflowError::Unavailable(format!(
                 "the execution of purchase {} (run {}) is still running; retry in a moment",
                 run.purchase_id, run.number
-            )));
+            ))),
+            Err(RedriveRefused::Journal(error)) => Err(WorkflowError::Unavailable(error)),
+            Err(
+                RedriveRefused::NotFound
+                | RedriveRefused::NotFailed
+                | RedriveRefused::NoSuchMachine,
+            ) => Err(cannot()),
         }
-        let checkpoint = self
-            .purchase
-            .journal
-            .latest(&name)
-            .map_err(WorkflowError::Unavailable)?
-            .filter(|c| c.status == ExecutionStatus::Failed)
-            .ok_or_else(|| {
-                WorkflowError::NotAllowed(format!(
-                    "the execution of purchase {} (run {}) cannot be redriven",
-                    run.purchase_id, run.number
-                ))
-            })?;
-        let input = checkpoint.execution_input.clone();
-        let key = self.register(&mut running, Machine::Purchase, &name, input);
-        drop(running);
-        let runner = self.purchase.runner.clone();
-        self.spawn(key, &name, async move { runner.redrive(checkpoint).await });
-        Ok(())
     }
 }
