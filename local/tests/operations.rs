@@ -43,7 +43,7 @@ async fn redrive(h: &Harness, id: &str) -> (u16, Value) {
 async fn failed_execution(h: &Harness, id: &str) -> asl::Checkpoint {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let checkpoint = h.system.workflow.checkpoint(id).unwrap().unwrap();
+        let checkpoint = h.execution_checkpoint(Machine::Purchase, id).unwrap();
         if checkpoint.status == asl::ExecutionStatus::Failed {
             return checkpoint;
         }

@@ -86,14 +86,10 @@ async fn review(h: &Harness, id: &str, decision: &str) -> (u16, Value) {
 async fn ended(h: &Harness, machine: Machine, name: &str) -> asl::Checkpoint {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let checkpoint = h
-            .system
-            .workflow
-            .execution_checkpoint(machine, name)
-            .unwrap();
+        let checkpoint = h.execution_checkpoint(machine, name);
         if let Some(c) = &checkpoint
             && c.status != asl::ExecutionStatus::Running
-            && !h.system.workflow.is_execution_running(machine, name)
+            && !h.is_execution_running(machine, name)
         {
             return c.clone();
         }
@@ -128,16 +124,10 @@ async fn an_approved_hold_continues_in_the_next_run_where_it_was_held() {
             ("HandedOverToReview", asl::ExecutionStatus::Succeeded),
             "{workflow_type}"
         );
-        let parked = h
-            .system
-            .workflow
-            .execution_checkpoint(Machine::Review, &id)
-            .unwrap()
-            .unwrap();
+        let parked = h.execution_checkpoint(Machine::Review, &id).unwrap();
         assert_eq!(parked.state_name, "AwaitReview");
         assert_eq!(
-            h.system
-                .workflow
+            h.workflow()
                 .describe(Machine::Review, &Run::new(PurchaseId::new(&id), 1))
                 .await,
             Ok(Some(ExecutionState::Running))

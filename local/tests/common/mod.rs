@@ -1,5 +1,12 @@
 //! Test harness: a real local orchestrator on 127.0.0.1 (random port) with
 //! its own data directory, catalog, JWT secret and simulators.
+//!
+//! `PURCHASE_TEST_TARGET=aws-local` points the same tests at the AWS shape
+//! instead (the `aws-local` crate): the real function binaries behind the
+//! API Gateway shim and the Step Functions endpoint, tables on the moto
+//! server at `AWS_TEST_ENDPOINT`, and the step functions' `PAYMENT_URL` and
+//! `PROVISIONING_URL` served by this process's simulators, so the books
+//! (and the step hooks) stay in the test.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod faults;
@@ -14,6 +21,7 @@ use async_trait::async_trait;
 use local::{Attempt, LocalOptions, LocalSystem, StepHook, StoreChoice};
 use serde_json::{Value, json};
 use shared::adapters::dynamodb::DynamoTables;
+use shared::adapters::sfn::{StateMachines, StepFunctionsWorkflow};
 use shared::adapters::simulators::{
     PaymentRequest, ProvisioningRequest, SimulatedPaymentGateway, SimulatedProvisioner,
 };
@@ -21,7 +29,8 @@ use shared::auth::{AuthConfig, KeySource, Scope};
 use shared::domain::{ProductId, PurchaseId};
 use shared::ports::payment::PaymentGateway;
 use shared::ports::provisioning::Provisioner;
-use shared::ports::workflow::WorkflowType;
+use shared::ports::store::{Inventory, PurchaseStore};
+use shared::ports::workflow::{Machine, Workflow, WorkflowType};
 use shared::service::reconcile::{Ages, Findings};
 use shared::steps::Step;
 use tokio::sync::{Notify, Semaphore};
@@ -47,18 +56,63 @@ pub const SLOW_DELIVERY: Duration = Duration::from_millis(700);
 pub const CUSTOMER: &str = "c-alice";
 pub const OTHER_CUSTOMER: &str = "c-bob";
 
+/// What the tests drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestTarget {
+    /// The local server, in this process.
+    Local,
+    /// The AWS shape (`aws-local`): function processes on moto.
+    AwsLocal,
+}
+
+/// `PURCHASE_TEST_TARGET`: `local` (the default) or `aws-local`.
+pub fn target_under_test() -> TestTarget {
+    match std::env::var("PURCHASE_TEST_TARGET").as_deref() {
+        Err(_) | Ok("local") => TestTarget::Local,
+        Ok("aws-local") => TestTarget::AwsLocal,
+        Ok(other) => panic!("PURCHASE_TEST_TARGET={other:?}: expected local or aws-local"),
+    }
+}
+
+/// The in-process orchestrator, for the tests that look inside it (the
+/// runner's checkpoints, the reconciler run by hand): those run against the
+/// local server only.
+pub struct InProcess(Option<Arc<LocalSystem>>);
+
+impl std::ops::Deref for InProcess {
+    type Target = LocalSystem;
+
+    fn deref(&self) -> &LocalSystem {
+        self.0.as_deref().expect(
+            "this test looks inside the in-process orchestrator: it runs against the local server, not PURCHASE_TEST_TARGET=aws-local",
+        )
+    }
+}
+
+enum Running {
+    Local {
+        server: tokio::task::JoinHandle<()>,
+        shutdown: tokio::sync::oneshot::Sender<()>,
+    },
+    AwsLocal(Box<aws_local::AwsLocal>),
+}
+
 pub struct Harness {
     pub base: String,
     pub client: reqwest::Client,
     pub secret: String,
     pub payments: Arc<SimulatedPaymentGateway>,
     pub provisioning: Arc<SimulatedProvisioner>,
-    pub system: Arc<LocalSystem>,
+    pub system: InProcess,
     pub data_dir: PathBuf,
+    pub target: TestTarget,
+    /// The store the orchestrator uses, read directly (stock, stored purchases).
+    inventory: Arc<dyn Inventory>,
+    purchases: Arc<dyn PurchaseStore>,
     store: StoreChoice,
     workflow_type: WorkflowType,
-    server: tokio::task::JoinHandle<()>,
-    shutdown: tokio::sync::oneshot::Sender<()>,
+    stack: Option<String>,
+    running: Running,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -68,6 +122,8 @@ pub struct Stopped {
     secret: String,
     store: StoreChoice,
     workflow_type: WorkflowType,
+    target: TestTarget,
+    stack: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -84,6 +140,11 @@ pub struct Setup {
     pub store: StoreChoice,
     /// `WORKFLOW_TYPE` unless a test needs one of its own.
     pub workflow_type: WorkflowType,
+    pub target: TestTarget,
+    /// aws-local: the template to run (`template.yaml` if `None`).
+    pub template: Option<PathBuf>,
+    /// aws-local: the stack (and so the tables) to run on; a new one if `None`.
+    pub stack: Option<String>,
 }
 
 pub type PaymentLayer = Box<dyn FnOnce(Arc<dyn PaymentGateway>) -> Arc<dyn PaymentGateway> + Send>;
@@ -101,8 +162,23 @@ impl Default for Setup {
             secret: None,
             store: store_under_test(),
             workflow_type: workflow_type_under_test(),
+            target: target_under_test(),
+            template: None,
+            stack: None,
         }
     }
+}
+
+/// The workspace's `template.yaml`.
+pub fn template_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../template.yaml")
+}
+
+/// The moto server of `scripts/test.sh`.
+pub fn aws_test_endpoint() -> String {
+    std::env::var("AWS_TEST_ENDPOINT").expect(
+        "PURCHASE_TEST_STORE=dynamodb and PURCHASE_TEST_TARGET=aws-local need AWS_TEST_ENDPOINT (scripts/test.sh starts moto)",
+    )
 }
 
 /// `PURCHASE_TEST_STORE=dynamodb` runs the same tests against the DynamoDB
@@ -111,8 +187,7 @@ impl Default for Setup {
 pub fn store_under_test() -> StoreChoice {
     match std::env::var("PURCHASE_TEST_STORE").as_deref() {
         Ok("dynamodb") => {
-            let endpoint = std::env::var("AWS_TEST_ENDPOINT")
-                .expect("PURCHASE_TEST_STORE=dynamodb needs AWS_TEST_ENDPOINT (scripts/test.sh starts moto)");
+            let endpoint = aws_test_endpoint();
             let prefix = format!("t{}", fastrand::u64(..));
             StoreChoice::DynamoDb {
                 endpoint: Some(endpoint),
@@ -171,6 +246,64 @@ impl Harness {
             Some(layer) => layer(provisioning.clone()),
             None => provisioning.clone(),
         };
+        if setup.target == TestTarget::AwsLocal {
+            assert!(
+                setup.store_layer.is_none() && setup.workflow.is_none(),
+                "store and workflow layers wrap in-process ports: not against aws-local"
+            );
+            let stack = setup
+                .stack
+                .unwrap_or_else(|| format!("t{:08x}", fastrand::u32(..)));
+            let shape = aws_local::AwsLocal::start(aws_local::Options {
+                template: setup.template.unwrap_or_else(template_file),
+                bin_dir: aws_local::bin_dir_of_test_binary().unwrap(),
+                data_dir: data_dir.clone(),
+                stack_name: stack.clone(),
+                region: "us-east-1".into(),
+                dynamodb_endpoint: aws_test_endpoint(),
+                api_address: "127.0.0.1:0".parse().unwrap(),
+                catalog_file: Some(catalog_file),
+                auth: AuthConfig {
+                    issuer: local::DEFAULT_ISSUER.into(),
+                    audience: local::DEFAULT_AUDIENCE.into(),
+                    leeway_seconds: 5,
+                    keys: KeySource::Hs256 {
+                        secret: secret.clone(),
+                    },
+                },
+                parameters: [("WorkflowType".to_owned(), setup.workflow_type.to_string())].into(),
+                payments: payment_port,
+                provisioning: provisioning_port,
+                step_hook: setup.hook,
+                delay_scale: DELAY_SCALE,
+                run_schedules: false,
+                lambda_endpoint: None,
+            })
+            .await
+            .unwrap();
+            let store = shape
+                .store()
+                .expect("the template gives the functions their tables");
+            let (inventory, purchases): (Arc<dyn Inventory>, Arc<dyn PurchaseStore>) =
+                (store.clone(), store);
+            return Harness {
+                base: format!("{}/purchase-orchestrator", shape.api_url),
+                client: reqwest::Client::new(),
+                secret,
+                payments,
+                provisioning,
+                system: InProcess(None),
+                data_dir,
+                target: TestTarget::AwsLocal,
+                inventory,
+                purchases,
+                store: setup.store,
+                workflow_type: setup.workflow_type,
+                stack: Some(stack),
+                running: Running::AwsLocal(Box::new(shape)),
+                _dir: dir,
+            };
+        }
         let options = LocalOptions {
             data_dir: data_dir.clone(),
             catalog_file: Some(catalog_file),
@@ -213,12 +346,15 @@ impl Harness {
             secret,
             payments,
             provisioning,
-            system,
+            inventory: system.app.inventory.clone(),
+            purchases: system.app.purchases.clone(),
+            system: InProcess(Some(system)),
             data_dir,
+            target: TestTarget::Local,
             store: setup.store,
             workflow_type: setup.workflow_type,
-            server,
-            shutdown,
+            stack: None,
+            running: Running::Local { server, shutdown },
             _dir: dir,
         }
     }
@@ -229,25 +365,34 @@ impl Harness {
         // Close the client's pooled connections and let the server finish
         // every connection: each holds the API (and so the database).
         drop(self.client);
-        let _ = self.shutdown.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
-        self.system.shutdown().await;
+        match self.running {
+            Running::Local { server, shutdown } => {
+                let _ = shutdown.send(());
+                let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+                self.system.shutdown().await;
+            }
+            Running::AwsLocal(shape) => shape.shutdown().await,
+        }
         drop(self.system);
+        drop(self.inventory);
+        drop(self.purchases);
         Stopped {
             data_dir: self.data_dir,
             secret: self.secret,
             store: self.store,
             workflow_type: self.workflow_type,
+            target: self.target,
+            stack: self.stack,
             _dir: self._dir,
         }
     }
 
     /// A new orchestrator on the data a stopped one left.
     pub async fn restart(stopped: Stopped) -> (Harness, Option<tempfile::TempDir>) {
-        // A store write the old system started on the blocking pool may
-        // still hold the database for a moment, as a dying process would.
+        // A write the old system started on the blocking pool may still
+        // hold its database for a moment, as a dying process would.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while shared::adapters::embedded::EmbeddedStore::open(&stopped.data_dir).is_err() {
+        while !databases_released(&stopped) {
             assert!(
                 Instant::now() < deadline,
                 "the stopped orchestrator never released its database"
@@ -259,6 +404,8 @@ impl Harness {
             secret: Some(stopped.secret),
             store: stopped.store,
             workflow_type: stopped.workflow_type,
+            target: stopped.target,
+            stack: stopped.stack,
             ..Setup::default()
         })
         .await;
@@ -276,6 +423,76 @@ impl Harness {
             })
             .await
             .unwrap()
+    }
+
+    /// Whether the workflow steps run as the AWS shape's function processes.
+    pub fn is_aws_local(&self) -> bool {
+        self.target == TestTarget::AwsLocal
+    }
+
+    /// The latest checkpoint of an execution of `machine`, as the runner
+    /// running it keeps it: the in-process one, or the Step Functions
+    /// endpoint's (`EXPRESS` runs too, for inspection).
+    pub fn execution_checkpoint(&self, machine: Machine, name: &str) -> Option<asl::Checkpoint> {
+        match &self.running {
+            Running::Local { .. } => self
+                .system
+                .workflow
+                .execution_checkpoint(machine, name)
+                .unwrap(),
+            Running::AwsLocal(shape) => shape
+                .execution(machine_logical_id(machine), name)
+                .unwrap()
+                .and_then(|execution| execution.last),
+        }
+    }
+
+    /// Whether an execution of `machine` of that name runs now.
+    pub fn is_execution_running(&self, machine: Machine, name: &str) -> bool {
+        match &self.running {
+            Running::Local { .. } => self.system.workflow.is_execution_running(machine, name),
+            Running::AwsLocal(shape) => shape
+                .execution(machine_logical_id(machine), name)
+                .unwrap()
+                .is_some_and(|execution| execution.status == asl::ExecutionStatus::Running),
+        }
+    }
+
+    /// The workflow port as the API's functions see it: the in-process
+    /// workflow, or the project's Step Functions adapter against the
+    /// shape's endpoint, configured as the template configures a function.
+    pub fn workflow(&self) -> Arc<dyn Workflow> {
+        match &self.running {
+            Running::Local { .. } => self.system.workflow.clone(),
+            Running::AwsLocal(shape) => {
+                let arn = |machine| {
+                    shape
+                        .template()
+                        .state_machines
+                        .iter()
+                        .find(|m| m.logical_id == machine_logical_id(machine))
+                        .map(|m| m.arn.clone())
+                };
+                let client = aws_sdk_sfn::Client::from_conf(
+                    aws_sdk_sfn::Config::builder()
+                        .behavior_version(aws_sdk_sfn::config::BehaviorVersion::latest())
+                        .endpoint_url(&shape.states_url)
+                        .region(aws_sdk_sfn::config::Region::new("us-east-1"))
+                        .credentials_provider(aws_sdk_sfn::config::Credentials::new(
+                            "testing", "testing", None, None, "tests",
+                        ))
+                        .build(),
+                );
+                Arc::new(StepFunctionsWorkflow::new(
+                    client,
+                    StateMachines {
+                        purchase: arn(Machine::Purchase),
+                        review: arn(Machine::Review),
+                        workflow_type: self.workflow_type,
+                    },
+                ))
+            }
+        }
     }
 
     pub fn token(&self, customer: &str, scopes: &[Scope]) -> String {
@@ -413,7 +630,7 @@ impl Harness {
         let ids = [ProductId::new(product)];
         for _ in 0..100 {
             // Injected faults may refuse a read; the next one gets through.
-            if let Ok(products) = self.system.app.inventory.get_products(&ids).await {
+            if let Ok(products) = self.inventory.get_products(&ids).await {
                 return products[0].stock;
             }
         }
@@ -443,6 +660,28 @@ impl Harness {
     /// and never delivered again after one.
     pub fn assert_provisioning_asked_sensibly(&self) {
         assert_provisioning_requests_sensible(&self.provisioning.requests());
+    }
+}
+
+/// The template's resource for each of the two machines.
+fn machine_logical_id(machine: Machine) -> &'static str {
+    match machine {
+        Machine::Purchase => "PurchaseStateMachine",
+        Machine::Review => "ReviewStateMachine",
+    }
+}
+
+/// Whether every database the stopped orchestrator kept under its data
+/// directory can be opened again.
+fn databases_released(stopped: &Stopped) -> bool {
+    match stopped.target {
+        TestTarget::Local => {
+            shared::adapters::embedded::EmbeddedStore::open(&stopped.data_dir).is_ok()
+        }
+        TestTarget::AwsLocal => {
+            let journal = aws_local::states::journal_path(&stopped.data_dir);
+            !journal.exists() || redb::Database::create(&journal).is_ok()
+        }
     }
 }
 
@@ -561,9 +800,7 @@ pub fn timeline_steps(p: &Value) -> Vec<(String, String)> {
 impl Harness {
     /// The stored purchase, as the lifecycle sees it (its run, its token).
     pub async fn stored(&self, id: &str) -> shared::domain::purchase::Purchase {
-        self.system
-            .app
-            .purchases
+        self.purchases
             .get_purchase(&PurchaseId::new(id))
             .await
             .unwrap()

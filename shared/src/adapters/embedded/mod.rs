@@ -68,8 +68,14 @@ impl EmbeddedStore {
                 data_dir.display()
             ))
         })?;
-        let path = data_dir.join("purchases.redb");
-        let db = Database::create(&path)
+        EmbeddedStore::open_file(&data_dir.join("purchases.redb"))
+    }
+
+    /// Opens (or creates) the database file at `path`, its folder existing:
+    /// for a database of its own beside `DATA_DIR`'s (aws-local's execution
+    /// journal, whose purchases live in DynamoDB).
+    pub fn open_file(path: &Path) -> Result<EmbeddedStore, StoreError> {
+        let db = Database::create(path)
             .map_err(|e| StoreError::Internal(format!("cannot open {}: {e}", path.display())))?;
         EmbeddedStore::with_database(db)
     }
