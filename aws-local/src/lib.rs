@@ -105,7 +105,8 @@ impl Options {
     /// `PORT`/`HOST`, `DATA_DIR`, `CATALOG_FILE`, `JWT_HS256_SECRET`,
     /// `JWT_ISSUER`, `JWT_AUDIENCE`, `JWKS_URL`, `TEMPLATE_FILE`,
     /// `STACK_NAME`, `AWS_REGION`, `RETRY_DELAY_SCALE`, `LAMBDA_ENDPOINT`,
-    /// `RUST_LOG` (also the functions' `LogLevel`). The function binaries are those next to the running binary.
+    /// `RUST_LOG` (also the functions' `LogLevel`), `WORKFLOW_TYPE` (the
+    /// template's `WorkflowType`). The function binaries are those next to the running binary.
     pub fn from_env() -> Result<Options, String> {
         let data_dir = PathBuf::from(env("DATA_DIR").unwrap_or_else(|| "./.data".into()));
         let dynamodb_endpoint = env("DYNAMODB_ENDPOINT").ok_or(
@@ -144,10 +145,15 @@ impl Options {
             dynamodb_endpoint,
             api_address,
             catalog_file: env("CATALOG_FILE").map(PathBuf::from),
-            // RUST_LOG, as for the local server: the functions' LogLevel.
-            parameters: env("RUST_LOG")
-                .map(|filter| BTreeMap::from([("LogLevel".to_owned(), filter)]))
-                .unwrap_or_default(),
+            // As for the local server: RUST_LOG is the functions'
+            // LogLevel, WORKFLOW_TYPE the purchase machine's WorkflowType.
+            parameters: [
+                ("LogLevel", env("RUST_LOG")),
+                ("WorkflowType", env("WORKFLOW_TYPE")),
+            ]
+            .into_iter()
+            .filter_map(|(parameter, value)| Some((parameter.to_owned(), value?)))
+            .collect(),
             payments: Arc::new(SimulatedPaymentGateway::default()),
             provisioning: Arc::new(SimulatedProvisioner::default()),
             step_hook: None,

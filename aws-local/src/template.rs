@@ -238,6 +238,19 @@ impl<'a> Resolver<'a> {
                             )
                         })?,
                 };
+                // CloudFormation refuses a value its parameter does not
+                // allow (WORKFLOW_TYPE=express, say) before creating anything.
+                if let Some(Yaml::Sequence(allowed)) = declaration.get("AllowedValues")
+                    && !allowed
+                        .iter()
+                        .filter_map(scalar_text)
+                        .any(|allowed| allowed == value)
+                {
+                    return Err(invalid(
+                        &format!("Parameters.{name}"),
+                        format!("{value:?} is not one of its AllowedValues"),
+                    ));
+                }
                 parameters.insert(name.to_owned(), value);
             }
         }
@@ -1203,6 +1216,23 @@ Resources:
         )
         .unwrap_err();
         assert_eq!(error.at, "Parameters.Issuer");
+    }
+
+    #[test]
+    fn a_value_a_parameter_does_not_allow_is_an_error() {
+        let text = BASE.replace(
+            "Stage: {Type: String, Default: dev}",
+            "Stage: {Type: String, Default: dev, AllowedValues: [dev, prod]}",
+        );
+        let mut deployment = deployment();
+        deployment.parameters.insert("Stage".into(), "prod".into());
+        assert!(Template::parse(&text, Path::new("."), &deployment).is_ok());
+        deployment
+            .parameters
+            .insert("Stage".into(), "staging".into());
+        let error = Template::parse(&text, Path::new("."), &deployment).unwrap_err();
+        assert_eq!(error.at, "Parameters.Stage");
+        assert!(error.message.contains("AllowedValues"), "{error}");
     }
 
     #[test]
