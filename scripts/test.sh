@@ -38,6 +38,9 @@ step "DynamoDB-API server (moto) on 127.0.0.1"
 source scripts/moto.sh
 start_moto
 
+step "build: the function binaries aws-local runs (with the tests' feature set, so the tests build nothing again)"
+cargo build --workspace --bins --tests
+
 step "tests"
 # The generated-interleavings test runs a fixed number of cases so CI time
 # stays predictable; it prints its seed. Run it longer with
@@ -61,6 +64,9 @@ step "workflow tests again, with the purchase workflow as EXPRESS"
 WORKFLOW_TYPE=EXPRESS INTERLEAVING_CASES=200 cargo test --workspace \
   --test workflow --test lifecycle --test operations --test rules --test matrix \
   --test interleavings
+
+step "end-to-end tests again, against the AWS shape (aws-local: the function binaries, the Step Functions endpoint, the API Gateway shim)"
+scripts/aws-local-tests.sh
 
 step "bench smoke: what each function links (scripts/bench-smoke.sh)"
 # Seconds, not minutes: cargo tree per function, no compiling. Fails when a
