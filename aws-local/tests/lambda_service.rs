@@ -1,7 +1,8 @@
 //! The Lambda service running the real function binaries: a variable the
 //! template forgets fails that function's path at once with a message naming
 //! the function and the variable; an invocation past the function's
-//! `Timeout` is killed; the Invoke API answers with Lambda's error names.
+//! `Timeout` is killed, and the definition retries the step it ran; the
+//! Invoke API answers with Lambda's error names.
 //!
 //! Needs the moto server (`AWS_TEST_ENDPOINT`) and the function binaries
 //! (`cargo build --workspace --bins`); scripts/test.sh provides both.
@@ -9,13 +10,18 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_local::AwsLocal;
 use local::{Attempt, StepHook};
 use serde_json::{Value, json};
+use shared::adapters::simulators::SimulatedPaymentGateway;
 use shared::auth::Scope;
+use shared::ports::payment::{
+    Capture, CaptureRequest, PaymentError, PaymentGateway, RefundOutcome, RefundRequest,
+};
 use shared::steps::Step;
 use tokio::sync::Notify;
 
@@ -224,5 +230,71 @@ async fn an_invocation_past_the_functions_timeout_is_killed_and_fails_as_sandbox
             "killed at its timeout, not the provider's: {took:?}"
         );
     }
+    shape.shutdown().await;
+}
+
+/// The first capture hangs (past any function timeout); later ones go
+/// straight to the simulator.
+struct FirstCaptureHangs {
+    simulator: Arc<SimulatedPaymentGateway>,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl PaymentGateway for FirstCaptureHangs {
+    async fn capture(&self, request: &CaptureRequest) -> Result<Capture, PaymentError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            std::future::pending::<()>().await;
+        }
+        self.simulator.capture(request).await
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, PaymentError> {
+        self.simulator.refund(request).await
+    }
+}
+
+#[tokio::test]
+async fn a_step_that_runs_past_its_functions_timeout_is_retried_by_the_definition() {
+    let test = "a_step_that_runs_past_its_functions_timeout_is_retried_by_the_definition";
+    let Some(moto) = common::moto(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // One second for CapturePayment, whose first capture never answers: the
+    // function is killed and the task fails as Lambda fails it
+    // (`Sandbox.Timedout`), which the definition's transient retrier must
+    // name, or the purchase is undone for a provider's hiccup.
+    let template = common::edited_template(dir.path(), |text| {
+        text.replace(
+            "      Description: Step task CapturePayment\n",
+            "      Description: Step task CapturePayment\n      Timeout: 1\n",
+        )
+    });
+    let simulator = Arc::new(SimulatedPaymentGateway::default());
+    let payments = Arc::new(FirstCaptureHangs {
+        simulator: simulator.clone(),
+        calls: AtomicUsize::new(0),
+    });
+    let mut options = common::options(template, dir.path().join("data"), &moto);
+    options.payments = payments.clone();
+    let shape = AwsLocal::start(options).await.unwrap();
+    let id = create(&shape, &purchase("tok_visa")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let p = loop {
+        let p = get(&shape, &id).await;
+        if p.get("finalizedAt").is_some_and(|at| !at.is_null()) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "never final: {p:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(p["status"], "COMPLETED", "{p:#}");
+    assert_eq!(
+        payments.calls.load(Ordering::SeqCst),
+        2,
+        "one timed out, one retry"
+    );
+    assert_eq!(simulator.captures(), 1, "charged once");
     shape.shutdown().await;
 }
