@@ -10,8 +10,9 @@
 //!   environment the template gives that function (and nothing else, so a
 //!   variable the template forgets is missing here too);
 //! - [`states`]: a Step Functions endpoint running the template's state
-//!   machines with the project's ASL runner, their tasks invoking the
-//!   functions through the Invoke API;
+//!   machines on local mode's executions host (`local::executions`, the
+//!   project's ASL runner with Step Functions' STANDARD/EXPRESS rules), their
+//!   tasks invoking the functions through the Invoke API;
 //! - [`gateway`]: an API Gateway REST shim routing the template's `Api`
 //!   events to the functions as proxy integration events;
 //! - [`providers`]: the payment and provisioning simulators over HTTP, the
@@ -117,17 +118,7 @@ impl Options {
         let api_address = format!("{host}:{port}")
             .parse()
             .map_err(|e| format!("HOST/PORT {host}:{port}: {e}"))?;
-        let delay_scale = match env("RETRY_DELAY_SCALE") {
-            None => 1.0,
-            Some(text) => text
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|scale| scale.is_finite() && *scale >= 0.0)
-                .ok_or_else(|| {
-                    format!("RETRY_DELAY_SCALE={text:?} is not a non-negative number")
-                })?,
-        };
+        let delay_scale = local::retry_delay_scale().map_err(|e| e.to_string())?;
         // The functions run next to this binary: the same `cargo build`.
         let bin_dir = std::env::current_exe()
             .ok()

@@ -68,6 +68,29 @@ async fn get(shape: &AwsLocal, id: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// The purchase once final, polled until `within` has passed.
+async fn final_purchase(shape: &AwsLocal, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let p = get(shape, id).await;
+        if p.get("finalizedAt").is_some_and(|at| !at.is_null()) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "never final: {p:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The template with one second for `CapturePaymentFunction`.
+fn capture_times_out_after_one_second(dir: &std::path::Path) -> std::path::PathBuf {
+    common::edited_template(dir, |text| {
+        text.replace(
+            "      Description: Step task CapturePayment\n",
+            "      Description: Step task CapturePayment\n      Timeout: 1\n",
+        )
+    })
+}
+
 /// `POST /2015-03-31/functions/{name}/invocations`: status, function error
 /// header, error type header, body.
 async fn invoke(
@@ -122,15 +145,7 @@ async fn a_variable_the_template_forgets_fails_that_functions_path_with_a_clear_
     // Through the API, as a customer sees it: the purchase fails, promptly
     // (no retries of a function that cannot start), and nothing is charged.
     let id = create(&shape, &purchase("tok_visa")).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let p = loop {
-        let p = get(&shape, &id).await;
-        if p.get("finalizedAt").is_some_and(|at| !at.is_null()) {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "never final: {p:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let p = final_purchase(&shape, &id, Duration::from_secs(20)).await;
     assert_eq!(p["status"], "FAILED", "{p:#}");
     assert_eq!(p["paymentStatus"], "NOT_CHARGED", "{p:#}");
 
@@ -189,13 +204,8 @@ async fn an_invocation_past_the_functions_timeout_is_killed_and_fails_as_sandbox
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    // One second for CapturePayment; the simulator takes 15 s for tok_slow.
-    let template = common::edited_template(dir.path(), |text| {
-        text.replace(
-            "      Description: Step task CapturePayment\n",
-            "      Description: Step task CapturePayment\n      Timeout: 1\n",
-        )
-    });
+    // The simulator takes 15 s for tok_slow.
+    let template = capture_times_out_after_one_second(dir.path());
     let reached = Arc::new(Notify::new());
     let mut options = common::options(template, dir.path().join("data"), &moto);
     options.step_hook = Some(Arc::new(HoldBeforeCapture(reached.clone())));
@@ -261,16 +271,11 @@ async fn a_step_that_runs_past_its_functions_timeout_is_retried_by_the_definitio
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    // One second for CapturePayment, whose first capture never answers: the
+    // CapturePayment, whose first capture never answers, gets one second: the
     // function is killed and the task fails as Lambda fails it
     // (`Sandbox.Timedout`), which the definition's transient retrier must
     // name, or the purchase is undone for a provider's hiccup.
-    let template = common::edited_template(dir.path(), |text| {
-        text.replace(
-            "      Description: Step task CapturePayment\n",
-            "      Description: Step task CapturePayment\n      Timeout: 1\n",
-        )
-    });
+    let template = capture_times_out_after_one_second(dir.path());
     let simulator = Arc::new(SimulatedPaymentGateway::default());
     let payments = Arc::new(FirstCaptureHangs {
         simulator: simulator.clone(),
@@ -280,15 +285,7 @@ async fn a_step_that_runs_past_its_functions_timeout_is_retried_by_the_definitio
     options.payments = payments.clone();
     let shape = AwsLocal::start(options).await.unwrap();
     let id = create(&shape, &purchase("tok_visa")).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let p = loop {
-        let p = get(&shape, &id).await;
-        if p.get("finalizedAt").is_some_and(|at| !at.is_null()) {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "never final: {p:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let p = final_purchase(&shape, &id, Duration::from_secs(30)).await;
     assert_eq!(p["status"], "COMPLETED", "{p:#}");
     assert_eq!(
         payments.calls.load(Ordering::SeqCst),

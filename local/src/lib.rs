@@ -123,6 +123,25 @@ pub type WorkflowLayer = Arc<dyn Fn(Arc<dyn Workflow>) -> Arc<dyn Workflow> + Se
 pub const DEFAULT_ISSUER: &str = "purchase-orchestrator-local";
 pub const DEFAULT_AUDIENCE: &str = "purchase-orchestrator";
 
+/// `RETRY_DELAY_SCALE` (default 1): what the definitions' Retry delays are
+/// multiplied by in the in-process runner (task timeouts are not). Read by
+/// the local server and by `aws-local`, with the same meaning.
+pub fn retry_delay_scale() -> Result<f64, LocalError> {
+    match env("RETRY_DELAY_SCALE") {
+        None => Ok(1.0),
+        Some(text) => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|scale| scale.is_finite() && *scale >= 0.0)
+            .ok_or_else(|| {
+                LocalError(format!(
+                    "RETRY_DELAY_SCALE={text:?} is not a non-negative number"
+                ))
+            }),
+    }
+}
+
 /// The JWT configuration: `JWKS_URL` or `JWT_HS256_SECRET` when set (as on
 /// AWS); otherwise a development secret generated under `DATA_DIR`, which the
 /// `token` command reads too.
@@ -168,19 +187,7 @@ impl LocalOptions {
                 }),
             }
         };
-        let delay_scale = match env("RETRY_DELAY_SCALE") {
-            None => 1.0,
-            Some(text) => text
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|scale| scale.is_finite() && *scale >= 0.0)
-                .ok_or_else(|| {
-                    LocalError(format!(
-                        "RETRY_DELAY_SCALE={text:?} is not a non-negative number"
-                    ))
-                })?,
-        };
+        let delay_scale = retry_delay_scale()?;
         let every = seconds("RECONCILE_EVERY_SECONDS", 60)?;
         let workflow_type = config::workflow_type().map_err(|e| LocalError(e.to_string()))?;
         Ok(LocalOptions {
