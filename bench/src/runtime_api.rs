@@ -1,10 +1,21 @@
 //! A minimal Lambda Runtime API (the part a function uses: next, response,
-//! error, init error) on 127.0.0.1, one invocation per run.
+//! error, init error) on 127.0.0.1, **one listener per invocation**.
 //!
-//! The driver arms it with an event, starts the function process and reads
-//! back when the first `GET /2018-06-01/runtime/invocation/next` arrived and
-//! when the `POST .../response` (or `.../error`) did. The second poll is
-//! left hanging, as on Lambda between invocations, until the process is killed.
+//! The driver starts one with the invocation's event, starts the function
+//! process with `AWS_LAMBDA_RUNTIME_API` set to its address, and reads back
+//! when the first `GET /2018-06-01/runtime/invocation/next` arrived and when
+//! the `POST .../response` (or `.../error`) did. The second poll is left
+//! hanging, as on Lambda between invocations, until the process is killed and
+//! the `RuntimeApi` dropped, which closes the listener and every connection.
+//!
+//! Why a listener per invocation: a process killed right after its response
+//! may already have written its next poll into the socket. With one listener
+//! shared by all runs, that poll can be read after the *next* run was armed
+//! and take that run's event; the new process then waits forever for an
+//! event that went to a dead one (the "no response within 30 s" seen once in
+//! 21 cold-start runs). `bench-driver runtime-race` reproduces it with
+//! [`RuntimeApi::rearm`] (the old, shared way) and shows that a fresh
+//! listener per run cannot lose an event.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,6 +28,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::Result;
 
@@ -40,39 +52,58 @@ pub struct Observation {
     pub first_poll: Option<Instant>,
     pub done: Option<Instant>,
     pub outcome: Option<(OutcomeKind, String)>,
+    /// The event was taken by a connection opened before the last
+    /// [`RuntimeApi::rearm`], i.e. by a previous run's process.
+    pub taken_by_stale_connection: bool,
 }
 
 #[derive(Default)]
 struct Slot {
+    /// Incremented by every arm; a connection remembers the value it was
+    /// accepted under.
+    generation: u64,
     event: Option<Bytes>,
     request_id: String,
     function_arn: String,
     seen: Observation,
 }
 
-#[derive(Clone)]
 pub struct RuntimeApi {
     addr: SocketAddr,
     slot: Arc<Mutex<Slot>>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        // Aborting the accept loop drops the listener and its JoinSet, which
+        // aborts every connection task: nothing of this run outlives it.
+        self.server.abort();
+    }
 }
 
 impl RuntimeApi {
-    pub async fn start() -> Result<RuntimeApi> {
+    /// Listens on a fresh port of 127.0.0.1, armed with `event` for `function_name`.
+    pub async fn start(function_name: &str, event: Bytes) -> Result<RuntimeApi> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let slot = Arc::new(Mutex::new(Slot::default()));
         let shared = slot.clone();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let slot = shared.clone();
-                tokio::spawn(async move {
+                let generation = lock(&slot).generation;
+                // Finished connection tasks are reaped as new ones come.
+                while connections.try_join_next().is_some() {}
+                connections.spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let slot = slot.clone();
-                        async move { handle(slot, request).await }
+                        async move { handle(slot, generation, request).await }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -80,7 +111,9 @@ impl RuntimeApi {
                 });
             }
         });
-        Ok(RuntimeApi { addr, slot })
+        let api = RuntimeApi { addr, slot, server };
+        api.rearm(function_name, event);
+        Ok(api)
     }
 
     /// `AWS_LAMBDA_RUNTIME_API`'s value.
@@ -88,10 +121,13 @@ impl RuntimeApi {
         self.addr.to_string()
     }
 
-    /// Arms the next run: the first poll gets `event`.
-    pub fn arm(&self, function_name: &str, event: Bytes) {
+    /// Arms the same listener again for another run. Only the race
+    /// reproduction does this: it is how runs shared one listener before.
+    pub fn rearm(&self, function_name: &str, event: Bytes) {
         let mut slot = lock(&self.slot);
+        let generation = slot.generation + 1;
         *slot = Slot {
+            generation,
             event: Some(event),
             request_id: uuid::Uuid::now_v7().to_string(),
             function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{function_name}"),
@@ -116,6 +152,7 @@ fn reply(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 async fn handle(
     slot: Arc<Mutex<Slot>>,
+    generation: u64,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let now = Instant::now();
@@ -127,6 +164,7 @@ async fn handle(
             match slot.event.take() {
                 Some(event) => {
                     slot.seen.first_poll = Some(now);
+                    slot.seen.taken_by_stale_connection = generation < slot.generation;
                     Some((event, slot.request_id.clone(), slot.function_arn.clone()))
                 }
                 None => None,
@@ -134,7 +172,7 @@ async fn handle(
         };
         let Some((event, request_id, arn)) = armed else {
             // Between invocations: Lambda freezes the sandbox; here the
-            // poll waits until the driver kills the process.
+            // poll waits until the process is killed and the listener dropped.
             std::future::pending::<()>().await;
             return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, ""));
         };
@@ -191,4 +229,64 @@ async fn handle(
         }
     }
     Ok(reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const POLL: &[u8] = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nhost: x\r\n\r\n";
+    const RESPONSE: &[u8] = b"POST /2018-06-01/runtime/invocation/1/response HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}";
+
+    /// Sends `request` on `stream` and returns the start of the answer.
+    async fn exchange(stream: &mut TcpStream, request: &[u8]) -> String {
+        stream.write_all(request).await.unwrap();
+        let mut buffer = vec![0u8; 4096];
+        let n = stream.read(&mut buffer).await.unwrap();
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    }
+
+    /// What a function process does: poll, answer, then (on the same
+    /// keep-alive connection) poll again.
+    async fn poll_and_respond(addr: &str) -> (TcpStream, String) {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let event = exchange(&mut stream, POLL).await;
+        assert!(exchange(&mut stream, RESPONSE).await.starts_with("HTTP/1.1 202"));
+        (stream, event)
+    }
+
+    /// The old way: one listener, re-armed per run. The previous process's
+    /// last poll, read after the re-arm, takes the next run's event.
+    #[tokio::test]
+    async fn a_late_poll_on_a_shared_listener_takes_the_next_runs_event() {
+        let api = RuntimeApi::start("first", Bytes::from_static(b"{\"run\":1}"))
+            .await
+            .unwrap();
+        let (mut old, event) = poll_and_respond(&api.address()).await;
+        assert!(event.contains("{\"run\":1}"));
+        api.rearm("second", Bytes::from_static(b"{\"run\":2}"));
+        assert!(exchange(&mut old, POLL).await.contains("{\"run\":2}"));
+        let seen = api.observation();
+        assert!(seen.first_poll.is_some() && seen.taken_by_stale_connection);
+    }
+
+    /// A listener per run: the same late poll reaches the previous run's
+    /// listener (or nothing); the next run keeps its event for its process.
+    #[tokio::test]
+    async fn a_late_poll_cannot_take_the_event_of_the_next_runs_listener() {
+        let first = RuntimeApi::start("first", Bytes::from_static(b"{\"run\":1}"))
+            .await
+            .unwrap();
+        let (mut old, _) = poll_and_respond(&first.address()).await;
+        drop(first);
+        let second = RuntimeApi::start("second", Bytes::from_static(b"{\"run\":2}"))
+            .await
+            .unwrap();
+        let _ = old.write_all(POLL).await;
+        let mut fresh = TcpStream::connect(second.address()).await.unwrap();
+        assert!(exchange(&mut fresh, POLL).await.contains("{\"run\":2}"));
+        assert!(!second.observation().taken_by_stale_connection);
+    }
 }

@@ -1,61 +1,157 @@
-//! Cold start: exec → first poll of the Runtime API, and exec → first
-//! response, for every function binary against hello-world binaries, runs
-//! interleaved so machine load affects all of them alike.
+//! Cold start of every function of every tree against the hello-world
+//! baselines, runs interleaved (before, after and the hellos, run by run) so
+//! machine load affects all of them alike. Each run: exec → first poll of a
+//! Runtime API of its own (init), → first response; peak RSS; every AWS call
+//! the function made, and how many came before the first poll.
+//!
+//! Writes `coldstart.md` (sections 1 and 3 of the report) and
+//! `coldstart.json` (raw samples and the summary the report's table uses).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use bench::fixtures::{self, DynamoFixture, EVENTS_PURCHASE_ID};
-use bench::proxy::CountingProxy;
-use bench::runtime_api::{OutcomeKind, RuntimeApi};
+use bench::Result;
+use bench::invoke::{Invocation, Invoked, StopAt, invoke_once};
+use bench::proxy::{CountingProxy, Exchange, Recording};
 use bench::stats::{median, p90};
-use bench::{Result, http_client};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use shared::api::endpoint::Endpoint;
-use shared::steps::Step;
 
+use crate::trees::{
+    Deployed, EVENTS_PURCHASE_ID, HELLO_HTTP, HELLO_RUNTIME, Tree, endpoint_env, event_from,
+    lambda_runtime_env, set_header,
+};
 use crate::{Args, fmt_ms, write_fragment};
 
-pub const HELLO_HTTP: &str = "hello-lambda-http";
-pub const HELLO_RUNTIME: &str = "hello-lambda-runtime";
+/// Whose binary a target is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Hello,
+    Tree(usize),
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Api(Endpoint),
-    Step(Step),
-    HelloHttp,
-    HelloRuntime,
+enum Variant {
+    Plain,
+    /// `create-purchase` without `Idempotency-Key`.
+    NoKey,
 }
 
 struct Target {
-    name: String,
+    owner: Owner,
+    binary_name: String,
+    variant: Variant,
     binary: PathBuf,
-    kind: Kind,
+}
+
+impl Target {
+    fn label(&self) -> String {
+        match self.variant {
+            Variant::Plain => self.binary_name.clone(),
+            Variant::NoKey => format!("{} (no Idempotency-Key)", self.binary_name),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Samples {
     poll_ms: Vec<f64>,
     response_ms: Vec<f64>,
+    invocation_ms: Vec<f64>,
     backend_ms: Vec<f64>,
-    backend_calls: Vec<f64>,
     own_ms: Vec<f64>,
+    calls: Vec<f64>,
+    calls_before_poll: Vec<f64>,
     rss_kib: Vec<f64>,
+    /// Per run: "1 DynamoDB.GetItem, 1 StepFunctions.StartExecution".
+    operations: Vec<String>,
     outcomes: Vec<String>,
     failures: Vec<String>,
+}
+
+/// What a function's run needs in place first; done untimed, through the
+/// same tree's functions.
+enum Prepare {
+    Nothing,
+    /// The tree's one purchase created at the start (reads).
+    Shared,
+    Fresh,
+    Held,
+    Steps(&'static [&'static str]),
+    RuleSet,
+    NoRuleSet,
+    RuleSetAndFresh,
+}
+
+fn prepare_for(binary: &str) -> Prepare {
+    match binary {
+        "create-purchase" | "reconcile-purchases" | "console" => Prepare::Nothing,
+        "update-purchase" | "cancel-purchase" | "apply-rules" | "reserve-stock" => Prepare::Fresh,
+        "review-purchase" | "await-review" => Prepare::Held,
+        "create-rule-set" => Prepare::NoRuleSet,
+        "get-rule-set" | "update-rule-set" | "delete-rule-set" => Prepare::RuleSet,
+        "evaluate-rules" => Prepare::RuleSetAndFresh,
+        "capture-payment" | "release-stock" => Prepare::Steps(&["reserve-stock"]),
+        "provision-products" | "refund-payment" | "revoke-products" | "needs-attention" => {
+            Prepare::Steps(&["reserve-stock", "capture-payment"])
+        }
+        "finalize-purchase" => Prepare::Steps(&[
+            "reserve-stock",
+            "capture-payment",
+            "refund-payment",
+            "release-stock",
+        ]),
+        // Reads (get, list), redrive, and anything added later.
+        _ => Prepare::Shared,
+    }
+}
+
+async fn prepare(deployed: &Deployed<'_>, binary: &str, shared: &str) -> Result<String> {
+    Ok(match prepare_for(binary) {
+        Prepare::Nothing => EVENTS_PURCHASE_ID.to_owned(),
+        Prepare::Shared => shared.to_owned(),
+        Prepare::Fresh => deployed.create_purchase().await?,
+        Prepare::Held => {
+            let id = deployed.create_purchase().await?;
+            deployed.hold(&id).await?;
+            id
+        }
+        Prepare::Steps(steps) => {
+            let id = deployed.create_purchase().await?;
+            deployed.run_steps(&id, steps).await?;
+            id
+        }
+        Prepare::RuleSet => {
+            deployed.ensure_rule_set().await?;
+            shared.to_owned()
+        }
+        Prepare::NoRuleSet => {
+            deployed.remove_rule_set().await?;
+            shared.to_owned()
+        }
+        Prepare::RuleSetAndFresh => {
+            deployed.ensure_rule_set().await?;
+            deployed.create_purchase().await?
+        }
+    })
 }
 
 pub async fn run(args: &Args) -> Result<()> {
     let moto = args.required("moto")?;
     let runs: usize = args.number("runs", 20)?;
-    let bin_dir = PathBuf::from(args.value("bin-dir").unwrap_or("target/release"));
     let hello_dir = PathBuf::from(args.value("hello-dir").unwrap_or("target/release"));
-    let events_dir = PathBuf::from(args.value("events").unwrap_or("events"));
-    let logs = PathBuf::from(args.value("out").unwrap_or("target/bench")).join("coldstart-logs");
+    let out = args.out_dir();
+    let work = out.join("coldstart");
+    let logs = work.join("logs");
     std::fs::create_dir_all(&logs)?;
+    let trees: Vec<Tree> = args
+        .values("tree")
+        .iter()
+        .map(|t| Tree::parse(t))
+        .collect::<Result<_>>()?;
+    let baseline_tree = trees.last().ok_or("at least one --tree is needed")?;
 
     // Profiling runs: one function, its binary replaced (e.g. by `probe`,
     // which keeps symbols) and started under a wrapper (valgrind, perf).
@@ -65,14 +161,49 @@ pub async fn run(args: &Args) -> Result<()> {
         .map(|w| w.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
     let timeout = Duration::from_secs(args.number("timeout", 30)?);
-    let mut targets = discover(&bin_dir, &hello_dir)?;
+
+    let mut targets = vec![
+        Target {
+            owner: Owner::Hello,
+            binary_name: HELLO_HTTP.into(),
+            variant: Variant::Plain,
+            binary: hello_dir.join(HELLO_HTTP),
+        },
+        Target {
+            owner: Owner::Hello,
+            binary_name: HELLO_RUNTIME.into(),
+            variant: Variant::Plain,
+            binary: hello_dir.join(HELLO_RUNTIME),
+        },
+    ];
+    for (index, tree) in trees.iter().enumerate() {
+        for function in tree.functions() {
+            let binary = tree.bin_dir.join(&function.binary);
+            if function.binary == "create-purchase" {
+                targets.push(Target {
+                    owner: Owner::Tree(index),
+                    binary_name: function.binary.clone(),
+                    variant: Variant::NoKey,
+                    binary: binary.clone(),
+                });
+            }
+            targets.push(Target {
+                owner: Owner::Tree(index),
+                binary_name: function.binary,
+                variant: Variant::Plain,
+                binary,
+            });
+        }
+    }
     if let Some(only) = &only {
-        targets.retain(|t| &t.name == only);
+        targets.retain(|t| &t.binary_name == only && t.variant == Variant::Plain);
         if targets.is_empty() {
             return Err(format!("--only {only}: no such function").into());
         }
         if let Some(binary) = args.value("binary") {
-            targets[0].binary = PathBuf::from(binary);
+            for target in &mut targets {
+                target.binary = PathBuf::from(binary);
+            }
         }
     }
     for target in &targets {
@@ -80,12 +211,18 @@ pub async fn run(args: &Args) -> Result<()> {
             return Err(format!("{} is missing: build it first", target.binary.display()).into());
         }
     }
-    let proxy = CountingProxy::start(moto, false).await?;
-    let runtime = RuntimeApi::start().await?;
-    // Seeding goes straight to moto: only the functions' own requests are counted.
-    let fixture = DynamoFixture::connect(moto).await?;
-    let state_machine_arn = create_state_machine(moto).await?;
-    let shared_purchase = fixtures::create_purchase(&fixture.app).await?;
+
+    let proxy = CountingProxy::start(moto, Recording::Counts).await?;
+    let mut deployed = Vec::new();
+    let mut shared = Vec::new();
+    for tree in &trees {
+        let stack = Deployed::deploy(tree, moto, &work).await?;
+        shared.push(stack.create_purchase().await?);
+        deployed.push(stack);
+    }
+    let baseline = deployed
+        .last()
+        .ok_or("at least one --tree is needed")?;
 
     let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
     for run in 0..runs {
@@ -93,29 +230,22 @@ pub async fn run(args: &Args) -> Result<()> {
         for offset in 0..targets.len() {
             let index = (run + offset) % targets.len();
             let target = &targets[index];
-            let purchase_id = prepare(&fixture, target.kind, &shared_purchase).await?;
-            let event = event_for(target, &events_dir, &purchase_id)?;
-            let env = environment(target, &runtime, &proxy, &state_machine_arn);
-            let log = logs.join(format!("{}.log", target.name));
-            proxy.take();
-            match invoke_once(target, &runtime, env, &log, event, &wrapper, timeout).await {
-                Ok(seen) => {
-                    let exchanges = proxy.take();
-                    let backend: f64 = exchanges
-                        .iter()
-                        .map(|e| e.upstream.as_secs_f64() * 1000.0)
-                        .sum::<f64>()
-                        + 0.0; // an empty sum is -0.0
-                    let s = &mut samples[index];
-                    s.poll_ms.push(seen.poll_ms);
-                    s.response_ms.push(seen.response_ms);
-                    s.backend_ms.push(backend);
-                    s.backend_calls.push(exchanges.len() as f64);
-                    s.own_ms.push(seen.response_ms - backend);
-                    s.rss_kib.push(seen.rss_kib);
-                    s.outcomes.push(seen.outcome);
-                }
-                Err(error) => samples[index].failures.push(format!("run {run}: {error}")),
+            let measured = measure(
+                target,
+                &deployed,
+                &shared,
+                baseline,
+                &baseline_tree.events_dir(),
+                &proxy,
+                &wrapper,
+                timeout,
+                &logs,
+            )
+            .await;
+            let s = &mut samples[index];
+            match measured {
+                Ok((seen, exchanges)) => record(s, &seen, &exchanges),
+                Err(error) => s.failures.push(format!("run {run}: {error}")),
             }
         }
         eprintln!("coldstart: run {}/{runs} done", run + 1);
@@ -123,8 +253,9 @@ pub async fn run(args: &Args) -> Result<()> {
     if only.is_some() {
         for (target, s) in targets.iter().zip(&samples) {
             eprintln!(
-                "{}: first poll {} ms, first response {} ms, failures {:?}",
-                target.name,
+                "{} {}: first poll {} ms, first response {} ms, failures {:?}",
+                owner_label(target.owner, &trees),
+                target.label(),
                 fmt_ms(median(&s.poll_ms)),
                 fmt_ms(median(&s.response_ms)),
                 s.failures
@@ -132,413 +263,115 @@ pub async fn run(args: &Args) -> Result<()> {
         }
         return Ok(());
     }
-    let fragment = render(&targets, &samples, runs);
-    write_fragment(args, "coldstart.md", &fragment)?;
-    let json = summary_json(&targets, &samples);
+    let summary = summarize(&targets, &samples, &trees, runs);
+    write_fragment(args, "coldstart.md", &render(&targets, &samples, &trees, &summary))?;
+    write_fragment(args, "calls.md", &render_calls(&targets, &samples, &trees))?;
     write_fragment(
         args,
         "coldstart.json",
-        &serde_json::to_string_pretty(&json)?,
+        &serde_json::to_string_pretty(&json!({
+            "runs": runs,
+            "summary": summary,
+            "targets": raw(&targets, &samples, &trees),
+        }))?,
     )?;
     Ok(())
 }
 
-fn discover(bin_dir: &Path, hello_dir: &Path) -> Result<Vec<Target>> {
-    let mut targets = vec![
-        Target {
-            name: HELLO_HTTP.into(),
-            binary: hello_dir.join(HELLO_HTTP),
-            kind: Kind::HelloHttp,
-        },
-        Target {
-            name: HELLO_RUNTIME.into(),
-            binary: hello_dir.join(HELLO_RUNTIME),
-            kind: Kind::HelloRuntime,
-        },
-    ];
-    let mut names: Vec<String> = std::fs::read_dir("functions")?
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.path().join("Cargo.toml").exists())
-        .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
-        .collect();
-    names.sort();
-    for name in names {
-        let kind = if let Some(endpoint) = Endpoint::ALL
-            .into_iter()
-            .find(|e| e.function_name() == name)
-        {
-            Kind::Api(endpoint)
-        } else if let Some(step) = Step::from_function_name(&name) {
-            Kind::Step(step)
-        } else {
-            eprintln!("coldstart: skipping functions/{name}: neither an endpoint nor a step");
-            continue;
-        };
-        targets.push(Target {
-            binary: bin_dir.join(&name),
-            name,
-            kind,
-        });
-    }
-    Ok(targets)
-}
-
-/// Creates the workflow in moto so `StartExecution` succeeds, as on AWS.
-async fn create_state_machine(moto: &str) -> Result<String> {
-    let sdk = shared::lambda::config::aws_config().await?;
-    let config = aws_sdk_sfn::config::Builder::from(&sdk)
-        .endpoint_url(moto)
-        .build();
-    let client = aws_sdk_sfn::Client::from_conf(config);
-    let mut definition = shared::ports::workflow::DEFINITION.to_owned();
-    for step in Step::ALL {
-        definition = definition.replace(
-            &format!("${{{}}}", step.arn_placeholder()),
-            &format!(
-                "arn:aws:lambda:us-east-1:123456789012:function:{}",
-                step.function_name()
-            ),
-        );
-    }
-    let name = format!("purchase-bench-{}", uuid::Uuid::now_v7().simple());
-    let created = client
-        .create_state_machine()
-        .name(name)
-        .definition(definition)
-        .role_arn("arn:aws:iam::123456789012:role/bench-sfn")
-        .send()
-        .await
-        .map_err(|e| format!("CreateStateMachine on moto: {e:?}"))?;
-    Ok(created.state_machine_arn().to_owned())
-}
-
-/// Brings a fresh purchase to the state the function's real path needs,
-/// in-process and untimed, so every run does the same work.
-async fn prepare(fixture: &DynamoFixture, kind: Kind, shared: &str) -> Result<String> {
-    use Step::*;
-    let fresh = move || fixtures::create_purchase(&fixture.app);
-    let with_steps = move |steps: &'static [Step]| async move {
-        let id = fixtures::create_purchase(&fixture.app).await?;
-        fixtures::run_steps(&fixture.steps, &id, steps).await?;
-        Ok::<_, bench::Error>(id)
-    };
-    Ok(match kind {
-        Kind::Api(Endpoint::UpdatePurchase | Endpoint::CancelPurchase | Endpoint::ApplyRules) => {
-            fresh().await?
-        }
-        Kind::Api(Endpoint::ReviewPurchase) | Kind::Step(AwaitReview) => {
-            let id = fresh().await?;
-            fixtures::hold(&fixture.app, &id).await?;
-            id
-        }
-        Kind::Api(Endpoint::CreateRuleSet) => {
-            fixtures::remove_rule_set(&fixture.app).await?;
-            shared.to_owned()
-        }
-        Kind::Api(Endpoint::GetRuleSet | Endpoint::UpdateRuleSet | Endpoint::DeleteRuleSet) => {
-            fixtures::ensure_rule_set(&fixture.app).await?;
-            shared.to_owned()
-        }
-        Kind::Step(EvaluateRules) => {
-            fixtures::ensure_rule_set(&fixture.app).await?;
-            fresh().await?
-        }
-        Kind::Step(ReserveStock) => fresh().await?,
-        Kind::Step(CapturePayment | ReleaseStock) => with_steps(&[ReserveStock]).await?,
-        Kind::Step(ProvisionProducts | RefundPayment) => {
-            with_steps(&[ReserveStock, CapturePayment]).await?
-        }
-        Kind::Step(FinalizePurchase) => {
-            with_steps(&[ReserveStock, CapturePayment, RefundPayment, ReleaseStock]).await?
-        }
-        // Reads (get, list) and anything added later: the shared purchase.
-        _ => shared.to_owned(),
-    })
-}
-
-/// The event from `events/<name>.json` (crafted if missing) with a real
-/// token, purchase id and a fresh idempotency key.
-fn event_for(target: &Target, events_dir: &Path, purchase_id: &str) -> Result<Bytes> {
-    let (file, endpoint) = match target.kind {
-        Kind::HelloHttp => ("get-purchase".to_owned(), Some(Endpoint::GetPurchase)),
-        Kind::Api(endpoint) => (target.name.clone(), Some(endpoint)),
-        Kind::HelloRuntime => ("reserve-stock".to_owned(), None),
-        Kind::Step(_) => (target.name.clone(), None),
-    };
-    let path = events_dir.join(format!("{file}.json"));
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text.replace(EVENTS_PURCHASE_ID, purchase_id),
-        Err(_) => crafted_event(target.kind, purchase_id)?.to_string(),
-    };
-    let mut event: Value = serde_json::from_str(&text)?;
-    if let Some(endpoint) = endpoint {
-        let token = match endpoint {
-            Endpoint::CreatePurchase
-            | Endpoint::ListPurchases
-            | Endpoint::GetPurchase
-            | Endpoint::UpdatePurchase
-            | Endpoint::CancelPurchase => fixtures::user_token()?,
-            _ => fixtures::admin_token()?,
-        };
-        set_header(
-            &mut event,
-            "Authorization",
-            &format!("Bearer {token}"),
-            true,
-        );
-        let key = uuid::Uuid::now_v7().to_string();
-        set_header(&mut event, "Idempotency-Key", &key, false);
-        if let Some(context) = event.get_mut("requestContext") {
-            context["requestId"] = json!(uuid::Uuid::now_v7().to_string());
-        }
-    }
-    Ok(Bytes::from(serde_json::to_vec(&event)?))
-}
-
-/// Sets a header in `headers` and `multiValueHeaders`, matching the name
-/// case-insensitively; adds it only if `add`.
-fn set_header(event: &mut Value, name: &str, value: &str, add: bool) {
-    for (field, new) in [
-        ("headers", json!(value)),
-        ("multiValueHeaders", json!([value])),
-    ] {
-        let Some(map) = event.get_mut(field).and_then(Value::as_object_mut) else {
-            continue;
-        };
-        let existing = map.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned();
-        match existing {
-            Some(key) => {
-                map.insert(key, new);
-            }
-            None if add => {
-                map.insert(name.to_owned(), new);
-            }
-            None => {}
-        }
-    }
-}
-
-/// A minimal API Gateway REST proxy event (or step input) when `events/`
-/// does not have one.
-fn crafted_event(kind: Kind, purchase_id: &str) -> Result<Value> {
-    let endpoint = match kind {
-        Kind::Api(endpoint) => endpoint,
-        Kind::HelloHttp => Endpoint::GetPurchase,
-        Kind::Step(Step::FinalizePurchase) => {
-            return Ok(
-                json!({"purchaseId": purchase_id, "outcome": {"status": "FAILED", "failureReason": "PROVISIONING_FAILED"}}),
-            );
-        }
-        Kind::Step(Step::AwaitReview) => {
-            return Ok(json!({"purchaseId": purchase_id, "taskToken": "bench-task-token"}));
-        }
-        Kind::Step(_) | Kind::HelloRuntime => return Ok(json!({ "purchaseId": purchase_id })),
-    };
-    let (method, template) = endpoint.route();
-    let resource = format!("{}{template}", shared::api::request::BASE_PATH);
-    let path = resource
-        .replace("{purchaseId}", purchase_id)
-        .replace("{ruleSetName}", shared::ports::store::DEFAULT_RULE_SET);
-    let body = match endpoint {
-        Endpoint::CreatePurchase => Some(fixtures::create_body()),
-        Endpoint::UpdatePurchase => Some(fixtures::update_body()),
-        Endpoint::ApplyRules => Some(fixtures::hold_rules_body()),
-        Endpoint::ReviewPurchase => Some(fixtures::approve_body()),
-        _ => None,
-    };
-    let has_id = template.contains("{purchaseId}");
-    Ok(json!({
-        "resource": resource,
-        "path": path,
-        "httpMethod": method.as_str(),
-        "headers": {"Accept": "application/json", "Content-Type": "application/json"},
-        "multiValueHeaders": {"Accept": ["application/json"], "Content-Type": ["application/json"]},
-        "queryStringParameters": null,
-        "multiValueQueryStringParameters": null,
-        "pathParameters": if has_id { json!({"purchaseId": purchase_id}) } else { Value::Null },
-        "stageVariables": null,
-        "requestContext": {
-            "resourcePath": resource, "httpMethod": method.as_str(), "path": format!("/dev{path}"),
-            "accountId": "123456789012", "stage": "dev", "requestId": "crafted", "apiId": "bench",
-            "identity": {"sourceIp": "127.0.0.1"}
-        },
-        "body": body.map(|b| b.to_string()),
-        "isBase64Encoded": false
-    }))
-}
-
-/// The environment Lambda gives a function, plus the function's own
-/// configuration (as `template.yaml` sets it), pointed at moto via the proxy.
-fn environment(
+#[allow(clippy::too_many_arguments)]
+async fn measure(
     target: &Target,
-    runtime: &RuntimeApi,
+    deployed: &[Deployed<'_>],
+    shared: &[String],
+    baseline: &Deployed<'_>,
+    baseline_events: &std::path::Path,
     proxy: &CountingProxy,
-    state_machine_arn: &str,
-) -> Vec<(String, String)> {
-    let mut env: Vec<(&str, String)> = vec![
-        ("PATH", std::env::var("PATH").unwrap_or_default()),
-        ("AWS_LAMBDA_RUNTIME_API", runtime.address()),
-        ("AWS_LAMBDA_FUNCTION_NAME", target.name.clone()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-        (
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/{}", target.name),
-        ),
-        (
-            "AWS_LAMBDA_LOG_STREAM_NAME",
-            "2026/01/01/[$LATEST]bench".into(),
-        ),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_DEFAULT_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_SESSION_TOKEN", "testing".into()),
-        ("LAMBDA_TASK_ROOT", "/var/task".into()),
-        ("TZ", ":UTC".into()),
-        // Every AWS client (Step Functions included) goes through the proxy.
-        ("AWS_ENDPOINT_URL", proxy.url()),
-        ("DYNAMODB_ENDPOINT", proxy.url()),
-    ];
-    match target.kind {
-        Kind::Api(endpoint) => {
-            env.push(("JWT_HS256_SECRET", fixtures::SECRET.into()));
-            env.push(("JWT_ISSUER", fixtures::ISSUER.into()));
-            env.push(("JWT_AUDIENCE", fixtures::AUDIENCE.into()));
-            if endpoint == Endpoint::CreatePurchase {
-                env.push(("STATE_MACHINE_ARN", state_machine_arn.into()));
-            }
-        }
-        Kind::Step(_) => {
-            env.push(("PAYMENT_URL", shared::lambda::config::SIMULATOR.into()));
-            env.push(("PROVISIONING_URL", shared::lambda::config::SIMULATOR.into()));
-        }
-        Kind::HelloHttp | Kind::HelloRuntime => {}
-    }
-    for table in ["PURCHASES_TABLE", "PRODUCTS_TABLE", "IDEMPOTENCY_TABLE"] {
-        if let Ok(value) = std::env::var(table) {
-            env.push((table, value));
-        }
-    }
-    env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
-}
-
-struct Seen {
-    poll_ms: f64,
-    response_ms: f64,
-    rss_kib: f64,
-    outcome: String,
-}
-
-async fn invoke_once(
-    target: &Target,
-    runtime: &RuntimeApi,
-    env: Vec<(String, String)>,
-    log: &Path,
-    event: Bytes,
     wrapper: &[String],
     timeout: Duration,
-) -> Result<Seen> {
-    runtime.arm(&target.name, event);
-    let log_file = std::fs::File::create(log)?;
-    let mut command = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut command = Command::new(program);
-            command.args(args).arg(&target.binary);
-            command
+    logs: &std::path::Path,
+) -> Result<(Invoked, Vec<Exchange>)> {
+    let (event, env, log) = match target.owner {
+        Owner::Hello => {
+            // The hellos get the events of the functions they stand for.
+            let (file, route) = match target.binary_name.as_str() {
+                HELLO_HTTP => ("get-purchase", baseline.route("get-purchase")),
+                _ => ("reserve-stock", None),
+            };
+            let event = event_from(baseline_events, file, EVENTS_PURCHASE_ID, route)?;
+            let mut env = lambda_runtime_env(&target.binary_name, 128);
+            env.extend(endpoint_env(&proxy.url()));
+            (event, env, logs.join(format!("{}.log", target.binary_name)))
         }
-        None => Command::new(&target.binary),
+        Owner::Tree(index) => {
+            let stack = &deployed[index];
+            let id = prepare(stack, &target.binary_name, &shared[index]).await?;
+            let mut event = stack.event(&target.binary_name, &id)?;
+            if target.variant == Variant::NoKey {
+                set_header(&mut event, "Idempotency-Key", None, false);
+            }
+            let env = stack.lambda_env(&target.binary_name, &proxy.url())?;
+            let log = logs.join(format!("{}-{}.log", stack.tree.label, target.binary_name));
+            (event, env, log)
+        }
     };
-    command
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file);
-    let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("{}: {e}", target.binary.display()))?;
-    let result = wait_for_response(&mut child, runtime, started, timeout).await;
-    let rss_kib = peak_rss_kib(child.id()).unwrap_or(f64::NAN);
-    if !wrapper.is_empty() {
-        // A wrapper (valgrind) writes its results only when it exits on its own.
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait()?.is_none() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let (poll_ms, response_ms, outcome) = result?;
-    Ok(Seen {
-        poll_ms,
-        response_ms,
-        rss_kib,
-        outcome,
+    proxy.take();
+    let seen = invoke_once(Invocation {
+        name: &target.binary_name,
+        binary: &target.binary,
+        env: &env,
+        event: Bytes::from(serde_json::to_vec(&event)?),
+        wrapper,
+        timeout,
+        log,
+        stop_at: StopAt::Response,
     })
+    .await?;
+    Ok((seen, proxy.take()))
 }
 
-async fn wait_for_response(
-    child: &mut Child,
-    runtime: &RuntimeApi,
-    started: Instant,
-    timeout: Duration,
-) -> Result<(f64, f64, String)> {
-    let deadline = started + timeout;
-    loop {
-        let seen = runtime.observation();
-        if let (Some(done), Some((kind, body))) = (seen.done, seen.outcome) {
-            let ms = |t: Instant| t.duration_since(started).as_secs_f64() * 1000.0;
-            let poll = seen.first_poll.map(ms).unwrap_or(f64::NAN);
-            return Ok((poll, ms(done), describe(kind, &body)));
-        }
-        if let Some(status) = child.try_wait()? {
-            return Err(format!("exited with {status} before responding").into());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("no response within {timeout:?}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+fn record(s: &mut Samples, seen: &Invoked, exchanges: &[Exchange]) {
+    // An empty sum is -0.0.
+    let backend: f64 = exchanges
+        .iter()
+        .map(|e| e.upstream.as_secs_f64() * 1000.0)
+        .sum::<f64>()
+        + 0.0;
+    let before_poll = exchanges.iter().filter(|e| e.at < seen.first_poll).count();
+    let mut operations: BTreeMap<&str, usize> = BTreeMap::new();
+    for exchange in exchanges {
+        *operations.entry(exchange.operation.as_str()).or_default() += 1;
+    }
+    s.poll_ms.push(seen.poll_ms());
+    s.response_ms.push(seen.response_ms());
+    s.invocation_ms.push(seen.response_ms() - seen.poll_ms());
+    s.backend_ms.push(backend);
+    s.own_ms.push(seen.response_ms() - backend);
+    s.calls.push(exchanges.len() as f64);
+    s.calls_before_poll.push(before_poll as f64);
+    s.rss_kib.push(seen.rss_kib);
+    s.operations.push(
+        operations
+            .iter()
+            .map(|(op, n)| format!("{n} {op}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    s.outcomes.push(seen.describe());
+}
+
+fn owner_label(owner: Owner, trees: &[Tree]) -> String {
+    match owner {
+        Owner::Hello => "baseline".into(),
+        Owner::Tree(index) => trees[index].label.clone(),
     }
 }
 
-/// `201`, `ok RESERVED`, `error OutOfStock`, ...: which path the run took.
-fn describe(kind: OutcomeKind, body: &str) -> String {
-    let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    match kind {
-        OutcomeKind::InitError => format!("init error {}", value["errorType"]),
-        OutcomeKind::Error => format!("error {}", value["errorType"].as_str().unwrap_or("unknown")),
-        OutcomeKind::Response => match value.get("statusCode") {
-            Some(code) => code.to_string(),
-            None => format!("ok {}", value["status"].as_str().unwrap_or("")),
-        },
-    }
-}
-
-/// VmHWM: the resident set's high-water mark so far (the process is idle in
-/// its second poll, so this is the peak through init and one invocation).
-fn peak_rss_kib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn most_common(outcomes: &[String]) -> String {
+fn most_common(values: &[String]) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
-    for outcome in outcomes {
-        match counts.iter_mut().find(|(o, _)| o == outcome) {
+    for value in values {
+        match counts.iter_mut().find(|(o, _)| o == value) {
             Some((_, n)) => *n += 1,
-            None => counts.push((outcome.clone(), 1)),
+            None => counts.push((value.clone(), 1)),
         }
     }
     counts.sort_by_key(|c| std::cmp::Reverse(c.1));
@@ -552,7 +385,7 @@ fn most_common(outcomes: &[String]) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join("; ")
 }
 
 fn ratio(value: f64, baseline: f64) -> String {
@@ -563,116 +396,239 @@ fn ratio(value: f64, baseline: f64) -> String {
     }
 }
 
-fn render(targets: &[Target], samples: &[Samples], runs: usize) -> String {
-    let baseline = |kind: Kind| {
-        let index = targets.iter().position(|t| t.kind == kind).unwrap_or(0);
-        &samples[index]
-    };
-    let hello = baseline(Kind::HelloHttp);
-    let hello_poll = median(&hello.poll_ms);
-    let hello_response = median(&hello.response_ms);
+fn hello(targets: &[Target], samples: &[Samples]) -> (f64, f64, f64) {
+    targets
+        .iter()
+        .zip(samples)
+        .find(|(t, _)| t.owner == Owner::Hello && t.binary_name == HELLO_HTTP)
+        .map(|(_, s)| {
+            (
+                median(&s.poll_ms),
+                median(&s.response_ms),
+                median(&s.rss_kib),
+            )
+        })
+        .unwrap_or((f64::NAN, f64::NAN, f64::NAN))
+}
+
+/// Worst ratios per tree (over its functions), the create-purchase call
+/// counts, and the hello baseline: what the report's table needs.
+fn summarize(targets: &[Target], samples: &[Samples], trees: &[Tree], runs: usize) -> Value {
+    let (hello_poll, hello_response, hello_rss) = hello(targets, samples);
+    let mut per_tree = serde_json::Map::new();
+    for (index, tree) in trees.iter().enumerate() {
+        let worst = |metric: &dyn Fn(&Samples) -> f64, base: f64| {
+            targets
+                .iter()
+                .zip(samples)
+                .filter(|(t, _)| t.owner == Owner::Tree(index))
+                .map(|(t, s)| (metric(s) / base, t.label()))
+                .filter(|(v, _)| v.is_finite())
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(value, function)| json!({"ratio": value, "function": function}))
+                .unwrap_or(Value::Null)
+        };
+        let init = worst(&|s| median(&s.poll_ms), hello_poll);
+        let own = worst(&|s| median(&s.own_ms), hello_response);
+        let rss = worst(&|s| median(&s.rss_kib), hello_rss);
+        let calls = |variant: Variant| {
+            targets
+                .iter()
+                .zip(samples)
+                .find(|(t, _)| {
+                    t.owner == Owner::Tree(index)
+                        && t.binary_name == "create-purchase"
+                        && t.variant == variant
+                })
+                .map(|(_, s)| median(&s.calls))
+                .filter(|v| v.is_finite())
+        };
+        let before_poll = targets
+            .iter()
+            .zip(samples)
+            .filter(|(t, _)| t.owner == Owner::Tree(index))
+            .flat_map(|(_, s)| s.calls_before_poll.iter().copied())
+            .fold(0.0, f64::max);
+        let failures: usize = targets
+            .iter()
+            .zip(samples)
+            .filter(|(t, _)| t.owner == Owner::Tree(index))
+            .map(|(_, s)| s.failures.len())
+            .sum();
+        per_tree.insert(
+            tree.label.clone(),
+            json!({
+                "worst_init": init, "worst_own": own, "worst_rss": rss,
+                "create_calls_with_key": calls(Variant::Plain),
+                "create_calls_without_key": calls(Variant::NoKey),
+                "max_calls_before_first_poll": before_poll,
+                "failed_runs": failures,
+            }),
+        );
+    }
+    json!({
+        "runs": runs,
+        "hello": {"poll_ms": hello_poll, "response_ms": hello_response, "rss_kib": hello_rss},
+        "trees": per_tree,
+    })
+}
+
+fn raw(targets: &[Target], samples: &[Samples], trees: &[Tree]) -> Value {
+    targets
+        .iter()
+        .zip(samples)
+        .map(|(t, s)| {
+            json!({
+                "tree": owner_label(t.owner, trees), "name": t.binary_name, "label": t.label(),
+                "poll_ms": s.poll_ms, "response_ms": s.response_ms,
+                "invocation_ms": s.invocation_ms, "backend_ms": s.backend_ms,
+                "own_ms": s.own_ms, "calls": s.calls, "calls_before_poll": s.calls_before_poll,
+                "rss_kib": s.rss_kib, "operations": s.operations, "outcomes": s.outcomes,
+                "failures": s.failures,
+            })
+        })
+        .collect()
+}
+
+/// Rows in report order: the hellos, then each function with its trees side by side.
+fn ordered(targets: &[Target]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    order.sort_by_key(|&i| {
+        let t = &targets[i];
+        let tree = match t.owner {
+            Owner::Hello => 0,
+            Owner::Tree(index) => index + 1,
+        };
+        (t.owner != Owner::Hello, t.label(), tree)
+    });
+    order
+}
+
+fn render(targets: &[Target], samples: &[Samples], trees: &[Tree], summary: &Value) -> String {
+    let (hello_poll, hello_response, hello_rss) = hello(targets, samples);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{runs} runs per binary, interleaved. Times are milliseconds from `exec` (spawn) of the \
-         binary; ratios are medians over the `{HELLO_HTTP}` median (init {}, first response {}). \
-         *Backend* is the time the function waited on DynamoDB/Step Functions (moto on \
-         127.0.0.1, measured by the counting proxy); *own* = first response − backend.\n",
+        "{} runs per binary, interleaved (both trees and the hellos, run by run). Times are \
+         milliseconds from `exec` of the binary; ratios are medians over the `{HELLO_HTTP}` \
+         median (first poll {}, first response {}, peak RSS {:.1} MiB). *Own* is the first \
+         response minus *backend*, the time the function waited on DynamoDB/Step Functions (moto \
+         on 127.0.0.1, measured by the counting proxy). *AWS calls* counts every request the \
+         function sent; the number in brackets were sent before its first poll (init).\n",
+        summary["runs"],
         fmt_ms(hello_poll),
-        fmt_ms(hello_response)
+        fmt_ms(hello_response),
+        hello_rss / 1024.0
     );
     let _ = writeln!(
         out,
-        "| binary | first poll (init) median / p90 | init ratio | first response median / p90 | response ratio | AWS calls | backend median | own median | own ratio | peak RSS (MiB) | first response |"
+        "| binary | tree | first poll median / p90 | init × hello | first response median | own median | own × hello | AWS calls (before first poll) | peak RSS (MiB) | RSS × hello | first response |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut worst_init: f64 = 0.0;
-    let mut worst_own: f64 = 0.0;
-    for (target, s) in targets.iter().zip(samples) {
-        let poll = median(&s.poll_ms);
-        let own = median(&s.own_ms);
-        if !matches!(target.kind, Kind::HelloHttp | Kind::HelloRuntime) {
-            worst_init = worst_init.max(poll / hello_poll);
-            worst_own = worst_own.max(own / hello_response);
-        }
+    for index in ordered(targets) {
+        let (t, s) = (&targets[index], &samples[index]);
         let _ = writeln!(
             out,
-            "| `{}` | {} / {} | {} | {} / {} | {} | {} | {} | {} | {} | {:.1} | {} |",
-            target.name,
-            fmt_ms(poll),
+            "| `{}` | {} | {} / {} | {} | {} | {} | {} | {} ({}) | {:.1} | {} | {} |",
+            t.label(),
+            owner_label(t.owner, trees),
+            fmt_ms(median(&s.poll_ms)),
             fmt_ms(p90(&s.poll_ms)),
-            ratio(poll, hello_poll),
+            ratio(median(&s.poll_ms), hello_poll),
             fmt_ms(median(&s.response_ms)),
-            fmt_ms(p90(&s.response_ms)),
-            ratio(median(&s.response_ms), hello_response),
-            median(&s.backend_calls),
-            fmt_ms(median(&s.backend_ms)),
-            fmt_ms(own),
-            ratio(own, hello_response),
+            fmt_ms(median(&s.own_ms)),
+            ratio(median(&s.own_ms), hello_response),
+            median(&s.calls),
+            s.calls_before_poll.iter().copied().fold(0.0, f64::max),
             median(&s.rss_kib) / 1024.0,
+            ratio(median(&s.rss_kib), hello_rss),
             most_common(&s.outcomes),
+        );
+    }
+    let _ = writeln!(out);
+    for tree in trees {
+        let t = &summary["trees"][&tree.label];
+        let worst = |key: &str| {
+            format!(
+                "**{:.2}×** (`{}`)",
+                t[key]["ratio"].as_f64().unwrap_or(f64::NAN),
+                t[key]["function"].as_str().unwrap_or("?")
+            )
+        };
+        let _ = writeln!(
+            out,
+            "- **{}**: worst first poll {}, worst first response without backend {}, worst peak \
+             RSS {}; AWS calls before a first poll: at most {}.",
+            tree.label,
+            worst("worst_init"),
+            worst("worst_own"),
+            worst("worst_rss"),
+            t["max_calls_before_first_poll"]
         );
     }
     let failures: Vec<String> = targets
         .iter()
         .zip(samples)
-        .flat_map(|(t, s)| s.failures.iter().map(move |f| format!("`{}` {f}", t.name)))
+        .flat_map(|(t, s)| {
+            s.failures
+                .iter()
+                .map(move |f| format!("{} `{}` {f}", owner_label(t.owner, trees), t.label()))
+        })
         .collect();
-    let _ = writeln!(
-        out,
-        "\nWorst init ratio (first poll): **{worst_init:.2}×**; worst own-work ratio (first \
-         response without backend time): **{worst_own:.2}×**; target ≤ 1.3×: init **{}**, \
-         first response without backend **{}**.",
-        verdict(worst_init <= 1.3),
-        verdict(worst_own <= 1.3)
-    );
     if !failures.is_empty() {
         let _ = writeln!(out, "\nFailed runs (excluded):\n");
         for failure in failures {
-            let _ = writeln!(out, "- {failure}");
+            let _ = writeln!(out, "- {}", failure.replace('\n', " "));
         }
     }
     out
 }
 
-pub fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "missed" }
-}
-
-fn summary_json(targets: &[Target], samples: &[Samples]) -> Value {
-    let rows: Vec<Value> = targets
-        .iter()
-        .zip(samples)
-        .map(|(t, s)| {
-            json!({
-                "name": t.name,
-                "poll_ms": s.poll_ms, "response_ms": s.response_ms,
-                "backend_ms": s.backend_ms, "backend_calls": s.backend_calls,
-                "rss_kib": s.rss_kib, "outcomes": s.outcomes, "failures": s.failures,
-            })
-        })
-        .collect();
-    json!({ "targets": rows })
-}
-
-/// Used by the cost model to wait for the local server.
-pub async fn wait_until_serving(authority: &str, token: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let probe = http_client::call(
-            authority,
-            http::Method::GET,
-            "/purchase-orchestrator/purchases?limit=1",
-            token,
-            None,
-        )
-        .await;
-        if let Ok((200, _)) = probe {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{authority} did not serve within 60 s: {probe:?}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// Section 3: every AWS call of one invocation of each endpoint and step.
+fn render_calls(targets: &[Target], samples: &[Samples], trees: &[Tree]) -> String {
+    let mut out = String::new();
+    let labels: Vec<&Tree> = trees.iter().collect();
+    let _ = writeln!(
+        out,
+        "Every DynamoDB and Step Functions request of one invocation (the cold-start runs of \
+         section 1, counted by the proxy), the most common set over the runs (`×n` when runs \
+         differed). `create-purchase` runs with a fresh `Idempotency-Key`, and once more without.\n"
+    );
+    let _ = write!(out, "| function |");
+    for tree in &labels {
+        let _ = write!(out, " {} |", tree.label);
     }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "|---|{}", "---|".repeat(labels.len()));
+    let mut names: Vec<String> = targets
+        .iter()
+        .filter(|t| t.owner != Owner::Hello)
+        .map(Target::label)
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let _ = write!(out, "| `{name}` |");
+        for index in 0..labels.len() {
+            let cell = targets
+                .iter()
+                .zip(samples)
+                .find(|(t, _)| t.owner == Owner::Tree(index) && t.label() == name)
+                .map(|(_, s)| {
+                    format!(
+                        "{} ({})",
+                        median(&s.calls),
+                        if s.operations.iter().all(String::is_empty) {
+                            "none".to_owned()
+                        } else {
+                            most_common(&s.operations)
+                        }
+                    )
+                })
+                .unwrap_or_else(|| "–".into());
+            let _ = write!(out, " {cell} |");
+        }
+        let _ = writeln!(out);
+    }
+    out
 }

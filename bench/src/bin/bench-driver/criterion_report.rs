@@ -1,14 +1,14 @@
 //! Reads criterion's estimates (`target/criterion/**/new/estimates.json`)
-//! and writes the warm handler cost tables with ratios to the hello world.
+//! of each tree and writes the warm handler cost tables, with ratios to the
+//! same tree's hello world.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use bench::Result;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::coldstart::verdict;
 use crate::{Args, write_fragment};
 
 #[derive(Clone, Copy)]
@@ -18,21 +18,37 @@ struct Estimate {
     high_ns: f64,
 }
 
-pub fn run(args: &Args) -> Result<()> {
-    let dir = PathBuf::from(args.value("criterion-dir").unwrap_or("target/criterion"));
-    let mut found: BTreeMap<String, BTreeMap<String, Estimate>> = BTreeMap::new();
-    collect(&dir, &mut found)?;
-    if found.is_empty() {
-        return Err(format!("no criterion results under {}", dir.display()).into());
-    }
-    let mut out = String::new();
-    let get = |group: &str, name: &str| found.get(group).and_then(|g| g.get(name)).copied();
+type Found = BTreeMap<String, BTreeMap<String, Estimate>>;
 
-    // Handlers, disk and tmpfs side by side.
-    let names: Vec<String> = found
-        .get("handler/disk")
-        .map(|g| g.keys().cloned().collect())
-        .unwrap_or_default();
+pub fn run(args: &Args) -> Result<()> {
+    // `label=DIR`: each tree's own `cargo bench -p bench --bench handlers` results.
+    let mut trees: Vec<(String, Found)> = Vec::new();
+    for value in args.values("criterion") {
+        let (label, dir) = value
+            .split_once('=')
+            .ok_or_else(|| format!("--criterion {value:?}: expected LABEL=DIR"))?;
+        let mut found = Found::new();
+        collect(&PathBuf::from(dir), &mut found)?;
+        if found.is_empty() {
+            eprintln!("criterion: no results under {dir} ({label})");
+        }
+        trees.push((label.to_owned(), found));
+    }
+    if trees.iter().all(|(_, f)| f.is_empty()) {
+        return Err("no criterion results".into());
+    }
+    let get = |found: &Found, group: &str, name: &str| {
+        found.get(group).and_then(|g| g.get(name)).copied()
+    };
+    let mut out = String::new();
+
+    // Handlers, each tree's disk and tmpfs side by side.
+    let mut names: Vec<String> = trees
+        .iter()
+        .flat_map(|(_, f)| f.get("handler/disk").into_iter().flat_map(|g| g.keys().cloned()))
+        .collect();
+    names.sort();
+    names.dedup();
     let order = [
         "hello",
         "get_purchase",
@@ -60,69 +76,97 @@ pub fn run(args: &Args) -> Result<()> {
     );
     let _ = writeln!(
         out,
-        "Median per call (criterion, 95% CI in brackets), `Endpoint::handle(&app, &ApiRequest)` on \
-         a multi-threaded tokio runtime, real HS256 JWT verification, validation and the embedded \
-         redb store; the workflow is a no-op. *disk*: the store on the machine's disk (what a \
-         local `DATA_DIR` gets); *tmpfs*: on `/dev/shm`, where redb's fsync at commit costs \
-         nothing — the difference between the columns is the durable commit.\n"
+        "Each tree's own `cargo bench -p bench --bench handlers` (criterion), run in this run; \
+         medians per call with the 95% CI in brackets, and the ratio to that tree's hello \
+         handler. `Endpoint::handle(&app, &ApiRequest)` on a multi-threaded tokio runtime, real \
+         HS256 JWT verification, validation and the embedded redb store; the workflow is a \
+         no-op. *disk*: the store on the machine's disk (what a local `DATA_DIR` gets); *tmpfs*: \
+         on `/dev/shm`, where fsync costs nothing — the difference is the durable commit.\n"
     );
-    let _ = writeln!(
-        out,
-        "| handler | disk | × hello | tmpfs | × hello | writes (redb commits) |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
-    let hello_disk = get("handler/disk", "hello");
-    let hello_tmpfs = get("handler/tmpfs", "hello");
+    let _ = write!(out, "| handler |");
+    for (label, _) in &trees {
+        let _ = write!(out, " {label} disk | {label} tmpfs |");
+    }
+    let _ = writeln!(out, " writes (redb commits, before) |");
+    let _ = writeln!(out, "|---|{}---|", "---|---|".repeat(trees.len()));
     for name in &ordered {
-        let disk = get("handler/disk", name);
-        let tmpfs = get("handler/tmpfs", name);
-        let _ = writeln!(
-            out,
-            "| `{name}` | {} | {} | {} | {} | {} |",
-            cell(disk),
-            ratio(disk, hello_disk),
-            cell(tmpfs),
-            ratio(tmpfs, hello_tmpfs),
-            commits(name),
-        );
+        let _ = write!(out, "| `{name}` |");
+        for (_, found) in &trees {
+            for group in ["handler/disk", "handler/tmpfs"] {
+                let e = get(found, group, name);
+                let hello = get(found, group, "hello");
+                let _ = write!(out, " {} ({}) |", cell(e), ratio(e, hello));
+            }
+        }
+        let _ = writeln!(out, " {} |", commits(name));
     }
 
     let _ = writeln!(
         out,
         "\n**Whole warm invocation** (what a warm Lambda does per request, minus the Runtime API \
          round trip): API Gateway event JSON → `lambda_http` adapter → handler → response JSON, \
-         store on disk.\n"
+         store on disk. Target ≤ 2× hello.\n"
     );
-    let _ = writeln!(out, "| invocation | median | × hello | target ≤ 2× |");
-    let _ = writeln!(out, "|---|---|---|---|");
-    let hello_invocation = get("invocation", "hello");
-    if let Some(group) = found.get("invocation") {
-        let mut names: Vec<&String> = group.keys().collect();
-        names.sort_by_key(|n| (n.as_str() != "hello", n.to_string()));
-        for name in names {
-            let e = group.get(name).copied();
-            let met = match (e, hello_invocation) {
-                (Some(e), Some(h)) if name != "hello" => verdict(e.median_ns <= 2.0 * h.median_ns),
-                _ => "",
-            };
-            let _ = writeln!(
-                out,
-                "| `{name}` | {} | {} | {met} |",
-                cell(e),
-                ratio(e, hello_invocation)
-            );
+    let _ = write!(out, "| invocation |");
+    for (label, _) in &trees {
+        let _ = write!(out, " {label} | × hello |");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "|---|{}", "---|---|".repeat(trees.len()));
+    let mut invocations: Vec<String> = trees
+        .iter()
+        .flat_map(|(_, f)| f.get("invocation").into_iter().flat_map(|g| g.keys().cloned()))
+        .collect();
+    invocations.sort_by_key(|n| (n.as_str() != "hello", n.clone()));
+    invocations.dedup();
+    let mut summary = serde_json::Map::new();
+    for name in &invocations {
+        let _ = write!(out, "| `{name}` |");
+        for (label, found) in &trees {
+            let e = get(found, "invocation", name);
+            let hello = get(found, "invocation", "hello");
+            let _ = write!(out, " {} | {} |", cell(e), ratio(e, hello));
+            if name == "get_purchase" {
+                if let (Some(e), Some(h)) = (e, hello) {
+                    summary.insert(
+                        label.clone(),
+                        json!({"get_purchase_invocation_ratio": e.median_ns / h.median_ns,
+                               "get_purchase_ns": e.median_ns, "hello_ns": h.median_ns}),
+                    );
+                }
+            }
         }
+        let _ = writeln!(out);
     }
 
-    if let Some(group) = found.get("parts") {
+    let mut parts: Vec<String> = trees
+        .iter()
+        .flat_map(|(_, f)| f.get("parts").into_iter().flat_map(|g| g.keys().cloned()))
+        .collect();
+    parts.sort();
+    parts.dedup();
+    if !parts.is_empty() {
         let _ = writeln!(out, "\n**Parts** (where the time goes):\n");
-        let _ = writeln!(out, "| part | median |");
-        let _ = writeln!(out, "|---|---|");
-        for (name, e) in group {
-            let _ = writeln!(out, "| `{name}` | {} |", cell(Some(*e)));
+        let _ = write!(out, "| part |");
+        for (label, _) in &trees {
+            let _ = write!(out, " {label} |");
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "|---|{}", "---|".repeat(trees.len()));
+        for name in &parts {
+            let _ = write!(out, "| `{name}` |");
+            for (_, found) in &trees {
+                let _ = write!(out, " {} |", cell(get(found, "parts", name)));
+            }
+            let _ = writeln!(out);
         }
     }
     write_fragment(args, "criterion.md", &out)?;
+    write_fragment(
+        args,
+        "criterion.json",
+        &serde_json::to_string_pretty(&Value::Object(summary))?,
+    )?;
     Ok(())
 }
 
@@ -138,7 +182,7 @@ fn commits(name: &str) -> &'static str {
     }
 }
 
-fn collect(dir: &Path, found: &mut BTreeMap<String, BTreeMap<String, Estimate>>) -> Result<()> {
+fn collect(dir: &Path, found: &mut Found) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };

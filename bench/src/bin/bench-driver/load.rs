@@ -10,7 +10,7 @@ use bench::fixtures;
 use bench::{Result, http_client};
 use serde_json::Value;
 
-use crate::coldstart::wait_until_serving;
+use crate::trees::{LocalServer, Tree};
 use crate::{Args, free_port, write_fragment};
 
 struct Server {
@@ -45,19 +45,30 @@ pub async fn run(args: &Args) -> Result<()> {
     let wrk = args.value("wrk").unwrap_or("wrk").to_owned();
     let seconds: u64 = args.number("duration", 10)?;
     let connections: u64 = args.number("connections", 16)?;
-    let bin_dir = PathBuf::from(args.value("bin-dir").unwrap_or("target/release"));
     let hello_dir = PathBuf::from(args.value("hello-dir").unwrap_or("target/release"));
-    let work = PathBuf::from(args.value("out").unwrap_or("target/bench")).join("load");
+    let work = args.out_dir().join("load");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
+    let trees: Vec<Tree> = args
+        .values("tree")
+        .iter()
+        .map(|t| Tree::parse(t))
+        .collect::<Result<_>>()?;
 
     let token = fixtures::user_token()?;
     let create_body = fixtures::create_body().to_string();
+    let auth = format!("Bearer {token}");
+    let get_script = script(&work, "get", "GET", None, &auth)?;
+    let post_script = script(&work, "post", "POST", Some(&create_body), &auth)?;
+    let wrk_run = |script: &Path, url: String| {
+        let (wrk, script) = (wrk.clone(), script.to_owned());
+        async move { run_wrk(&wrk, &script, &url, seconds, connections).await }
+    };
 
     // The bare hyper hello world.
     let hello_port = free_port()?;
     let hello_addr = format!("127.0.0.1:{hello_port}");
-    let _hello = Server {
+    let hello = Server {
         child: Command::new(hello_dir.join("hello-hyper"))
             .arg(hello_port.to_string())
             .stdout(Stdio::null())
@@ -66,88 +77,62 @@ pub async fn run(args: &Args) -> Result<()> {
             .map_err(|e| format!("hello-hyper: {e}"))?,
     };
     wait_for_port(&hello_addr).await?;
-
-    // The local server: embedded store on disk, its own catalog, a known secret.
-    let port = free_port()?;
-    let addr = format!("127.0.0.1:{port}");
-    let catalog = work.join("catalog.json");
-    std::fs::write(&catalog, serde_json::to_vec(&fixtures::bench_catalog()?)?)?;
-    let server_log = std::fs::File::create(work.join("server.log"))?;
-    let _server = Server {
-        child: Command::new(bin_dir.join("purchase-orchestrator"))
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("DATA_DIR", work.join("data"))
-            .env("CATALOG_FILE", &catalog)
-            .env("JWT_HS256_SECRET", fixtures::SECRET)
-            .env("RUST_LOG", "warn")
-            .env_remove("STORE")
-            .stdout(server_log.try_clone()?)
-            .stderr(server_log)
-            .spawn()
-            .map_err(|e| format!("purchase-orchestrator: {e}"))?,
-    };
-    wait_until_serving(&addr, &token).await?;
-    let (status, created) = http_client::call(
-        &addr,
-        http::Method::POST,
-        "/purchase-orchestrator/purchases",
-        &token,
-        Some(&fixtures::create_body()),
-    )
-    .await?;
-    let purchase_id = created["purchaseId"]
-        .as_str()
-        .ok_or_else(|| format!("seeding POST answered {status} {created}"))?
-        .to_owned();
-
-    let auth = format!("Bearer {token}");
-    let get_script = script(&work, "get", "GET", None, &auth)?;
-    let post_script = script(&work, "post", "POST", Some(&create_body), &auth)?;
-    let wrk_run = |script: PathBuf, url: String| {
-        let wrk = wrk.clone();
-        async move { run_wrk(&wrk, &script, &url, seconds, connections).await }
-    };
     let hello_url = format!("http://{hello_addr}/purchase-orchestrator/purchases");
-    let get_url = format!("http://{addr}/purchase-orchestrator/purchases/{purchase_id}");
-    let post_url = format!("http://{addr}/purchase-orchestrator/purchases");
+    let hello_get = wrk_run(&get_script, hello_url.clone()).await?;
+    let hello_post = wrk_run(&post_script, hello_url).await?;
+    drop(hello);
 
-    let hello_get = wrk_run(get_script.clone(), hello_url.clone()).await?;
-    let server_get = wrk_run(get_script, get_url).await?;
-    let hello_post = wrk_run(post_script.clone(), hello_url).await?;
-    let server_post = wrk_run(post_script, post_url).await?;
+    // Each tree's local server: embedded store on disk, its own catalog.
+    let mut gets = Vec::new();
+    let mut posts = Vec::new();
+    for tree in &trees {
+        let dir = work.join(&tree.label);
+        let server = LocalServer::start(tree, &dir, &[("RUST_LOG".into(), "warn".into())]).await?;
+        let (status, created) = http_client::call(
+            &server.addr,
+            http::Method::POST,
+            "/purchase-orchestrator/purchases",
+            &token,
+            Some(&fixtures::create_body()),
+        )
+        .await?;
+        let purchase_id = created["purchaseId"]
+            .as_str()
+            .ok_or_else(|| format!("seeding POST answered {status} {created}"))?
+            .to_owned();
+        let get_url = format!(
+            "http://{}/purchase-orchestrator/purchases/{purchase_id}",
+            server.addr
+        );
+        let post_url = format!("http://{}/purchase-orchestrator/purchases", server.addr);
+        gets.push((tree.label.clone(), wrk_run(&get_script, get_url).await?));
+        posts.push((tree.label.clone(), wrk_run(&post_script, post_url).await?));
+    }
 
     let mut out = String::new();
     let _ = writeln!(
         out,
         "`wrk -t1 -c{connections} -d{seconds}s` per row (closed loop, keep-alive), wrk and the \
-         server sharing the machine's 2 cores. The local server runs the release \
-         `purchase-orchestrator` with the embedded store on disk, `RUST_LOG=warn`, real JWT \
-         verification on every request. GET reads one purchase; POST creates a purchase (201) and \
-         starts its in-process workflow (reserve → capture → provision, several durable writes \
-         each) which keeps running after the response, so POST numbers include that background work.\n"
+         server sharing the machine's 2 cores, one after the other. The local servers run the \
+         release `purchase-orchestrator` of each tree with the embedded store on disk, \
+         `RUST_LOG=warn`, real JWT verification on every request. GET reads one purchase; POST \
+         creates a purchase (201) and starts its in-process workflow, which keeps running after \
+         the response, so POST numbers include that background work.\n"
     );
     let _ = writeln!(
         out,
         "| server | request | req/s | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) | non-2xx/errors | req/s vs hello | p50 vs hello | p99 vs hello |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
-    for (server, request, result, baseline) in [
-        ("hello-hyper", "GET", &hello_get, &hello_get),
-        (
-            "purchase-orchestrator",
-            "GET /purchases/{id}",
-            &server_get,
-            &hello_get,
-        ),
-        ("hello-hyper", "POST", &hello_post, &hello_post),
-        (
-            "purchase-orchestrator",
-            "POST /purchases",
-            &server_post,
-            &hello_post,
-        ),
-    ] {
+    let mut rows = vec![("hello-hyper".to_owned(), "GET", &hello_get, &hello_get)];
+    rows.extend(gets.iter().map(|(label, r)| {
+        (format!("{label}: purchase-orchestrator"), "GET /purchases/{id}", r, &hello_get)
+    }));
+    rows.push(("hello-hyper".to_owned(), "POST", &hello_post, &hello_post));
+    rows.extend(posts.iter().map(|(label, r)| {
+        (format!("{label}: purchase-orchestrator"), "POST /purchases", r, &hello_post)
+    }));
+    for (server, request, result, baseline) in rows {
         let _ = writeln!(
             out,
             "| {server} | {request} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {:.2} | {:.1}× | {:.1}× |",

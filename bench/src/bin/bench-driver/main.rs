@@ -1,22 +1,38 @@
 //! `bench-driver`: runs one benchmark section and writes its Markdown
-//! fragment under `--out` (default `target/bench`); `report` stitches the
-//! fragments into `docs/benchmarks.md`. Driven by `scripts/bench.sh`.
+//! fragment (and a JSON summary where the report's table needs numbers)
+//! under `--out` (default `target/bench`); `report` stitches the fragments
+//! into `docs/benchmarks.md`. Driven by `scripts/bench.sh`.
+//!
+//! A *tree* is `LABEL=SOURCE_DIR:BIN_DIR` (`--tree` may repeat): the source
+//! gives the template, events and catalog, the directory the release
+//! binaries built from it.
 //!
 //! ```text
-//! bench-driver coldstart --moto URL [--runs 20] [--bin-dir target/release] [--hello-dir DIR]
-//! bench-driver load [--wrk wrk] [--duration 10] [--connections 16]
-//! bench-driver cost --moto URL [--purchases 5]
-//! bench-driver criterion [--criterion-dir target/criterion]
-//! bench-driver sizes [--bin-dir target/release] [--hello-dir DIR] [--lambda-dir target/lambda]
-//! bench-driver report --doc docs/benchmarks.md
+//! bench-driver coldstart --moto URL --tree T... [--runs 20] [--hello-dir DIR]
+//! bench-driver runtime-race --binary PATH [--runs 1000]
+//! bench-driver smoke --tree T [--upstream URL]
+//! bench-driver cost --moto URL --tree T... [--purchases 5]
+//! bench-driver throughput --tree T... [--purchases 3000] [--clients 16]
+//! bench-driver load --tree T... [--wrk wrk] [--duration 10] [--connections 16]
+//! bench-driver criterion --criterion LABEL=DIR...
+//! bench-driver sizes --tree T... [--hello-dir DIR] [--lambda-dir LABEL=DIR...]
+//! bench-driver trees --tree LABEL=DESCRIPTION:SOURCE_DIR...
+//! bench-driver report --doc docs/benchmarks.md [--trees before,after]
 //! ```
+//!
+//! Modules: `trees` (a tree's stack on moto, its functions' environment and
+//! events, its local server), one module per command.
 
 mod coldstart;
 mod cost;
 mod criterion_report;
 mod load;
+mod race;
 mod report;
 mod sizes;
+mod smoke;
+mod throughput;
+mod trees;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,12 +40,12 @@ use std::path::PathBuf;
 use bench::Result;
 
 pub struct Args {
-    values: HashMap<String, String>,
+    values: HashMap<String, Vec<String>>,
 }
 
 impl Args {
     fn parse(args: &[String]) -> Result<Args> {
-        let mut values = HashMap::new();
+        let mut values: HashMap<String, Vec<String>> = HashMap::new();
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
             let name = flag
@@ -38,13 +54,22 @@ impl Args {
             let value = rest
                 .next()
                 .ok_or_else(|| format!("--{name} needs a value"))?;
-            values.insert(name.to_owned(), value.clone());
+            values.entry(name.to_owned()).or_default().push(value.clone());
         }
         Ok(Args { values })
     }
 
+    /// The (last) value of `--name`.
     pub fn value(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
+        self.values
+            .get(name)
+            .and_then(|v| v.last())
+            .map(String::as_str)
+    }
+
+    /// Every value of a repeated `--name`.
+    pub fn values(&self, name: &str) -> Vec<String> {
+        self.values.get(name).cloned().unwrap_or_default()
     }
 
     pub fn required(&self, name: &str) -> Result<&str> {
@@ -90,8 +115,7 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-const USAGE: &str =
-    "usage: bench-driver coldstart|load|cost|criterion|sizes|report [--option value]...";
+const USAGE: &str = "usage: bench-driver coldstart|runtime-race|smoke|cost|throughput|load|criterion|sizes|trees|report [--option value]...";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -110,10 +134,14 @@ fn main() {
         let options = Args::parse(&args[1..])?;
         match command.as_str() {
             "coldstart" => coldstart::run(&options).await,
-            "load" => load::run(&options).await,
+            "runtime-race" => race::run(&options).await,
+            "smoke" => smoke::run(&options).await,
             "cost" => cost::run(&options).await,
+            "throughput" => throughput::run(&options).await,
+            "load" => load::run(&options).await,
             "criterion" => criterion_report::run(&options),
             "sizes" => sizes::run(&options),
+            "trees" => report::describe_trees(&options),
             "report" => report::run(&options),
             other => Err(format!("unknown command {other:?}\n{USAGE}").into()),
         }

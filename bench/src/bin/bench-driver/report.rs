@@ -1,11 +1,13 @@
 //! Stitches the fragments of one `scripts/bench.sh` run into
-//! `docs/benchmarks.md`, with the method, the machine and the sources.
+//! `docs/benchmarks.md`: first issue #14's table (every row, its target,
+//! before, after, met or missed, all from this run), then the sections.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bench::Result;
+use serde_json::Value;
 
 use crate::Args;
 
@@ -48,8 +50,9 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {memory}, Linux {kernel}")
 }
 
-fn release_profile() -> String {
-    let text = std::fs::read_to_string("Cargo.toml").unwrap_or_default();
+/// `[profile.release]` of a workspace manifest, one line.
+fn release_profile(manifest: &Path) -> String {
+    let text = std::fs::read_to_string(manifest).unwrap_or_default();
     let mut lines = Vec::new();
     let mut inside = false;
     for line in text.lines() {
@@ -64,12 +67,207 @@ fn release_profile() -> String {
     lines.join(", ")
 }
 
+fn json(dir: &Path, name: &str) -> Value {
+    std::fs::read_to_string(dir.join(name))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// One row of the issue's table.
+struct Row {
+    what: &'static str,
+    target: &'static str,
+    /// Per tree: the cell text and the number the target applies to.
+    cell: Box<dyn Fn(&str) -> (String, Option<f64>)>,
+    met: fn(f64) -> bool,
+}
+
+fn ratio_cell(value: &Value) -> (String, Option<f64>) {
+    match value["ratio"].as_f64() {
+        Some(r) => (
+            format!("{r:.2}× (`{}`)", value["function"].as_str().unwrap_or("?")),
+            Some(r),
+        ),
+        None => ("not measured".into(), None),
+    }
+}
+
 pub fn run(args: &Args) -> Result<()> {
     let doc = PathBuf::from(args.value("doc").unwrap_or("docs/benchmarks.md"));
     let dir = args.out_dir();
+    let labels: Vec<String> = args
+        .value("trees")
+        .unwrap_or("before,after")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     let fragment = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
-    let missing = |name: &str| format!("*Not measured in this run (no `{name}`).*\n");
-    let section = |name: &str| fragment(name).unwrap_or_else(|| missing(name));
+    let section = |name: &str| {
+        fragment(name).unwrap_or_else(|| format!("*Not measured in this run (no `{name}`).*\n"))
+    };
+    let coldstart = json(&dir, "coldstart.json");
+    let sizes = json(&dir, "sizes.json");
+    let criterion = json(&dir, "criterion.json");
+    let cost = json(&dir, "cost.json");
+    let throughput = json(&dir, "throughput.json");
+
+    let rows: Vec<Row> = vec![
+        Row {
+            what: "cold start, time to first poll, worst function ÷ hello `lambda_http`",
+            target: "≤ 1.3×",
+            cell: Box::new({
+                let c = coldstart.clone();
+                move |t| ratio_cell(&c["summary"]["trees"][t]["worst_init"])
+            }),
+            met: |v| v <= 1.3,
+        },
+        Row {
+            what: "cold start, first response without backend time, worst ÷ hello",
+            target: "≤ 1.5×",
+            cell: Box::new({
+                let c = coldstart.clone();
+                move |t| ratio_cell(&c["summary"]["trees"][t]["worst_own"])
+            }),
+            met: |v| v <= 1.5,
+        },
+        Row {
+            what: "stripped arm64 `bootstrap`, largest function",
+            target: "≤ 8 MiB",
+            cell: Box::new({
+                let s = sizes.clone();
+                move |t| match s[t]["arm64_bootstrap_mib"].as_f64() {
+                    Some(m) => (
+                        format!("{m:.2} MiB (`{}`)", s[t]["largest"].as_str().unwrap_or("?")),
+                        Some(m),
+                    ),
+                    None => ("not built in this run".into(), None),
+                }
+            }),
+            met: |v| v <= 8.0,
+        },
+        Row {
+            what: "peak RSS of a cold start + one invocation, worst ÷ hello",
+            target: "≤ 2×",
+            cell: Box::new({
+                let c = coldstart.clone();
+                move |t| ratio_cell(&c["summary"]["trees"][t]["worst_rss"])
+            }),
+            met: |v| v <= 2.0,
+        },
+        Row {
+            what: "warm whole invocation `get_purchase` ÷ hello",
+            target: "≤ 2×",
+            cell: Box::new({
+                let c = criterion.clone();
+                move |t| match c[t]["get_purchase_invocation_ratio"].as_f64() {
+                    Some(r) => (format!("{r:.2}×"), Some(r)),
+                    None => ("not measured".into(), None),
+                }
+            }),
+            met: |v| v <= 2.0,
+        },
+        Row {
+            what: "AWS calls on the request path: create with `Idempotency-Key` / without",
+            target: "≤ 4 / ≤ 3",
+            cell: Box::new({
+                let c = coldstart.clone();
+                move |t| {
+                    let tree = &c["summary"]["trees"][t];
+                    let with = tree["create_calls_with_key"].as_f64();
+                    let without = tree["create_calls_without_key"].as_f64();
+                    let show = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v}"));
+                    // Both targets met is encoded as 1, else 0.
+                    let met = match (with, without) {
+                        (Some(w), Some(o)) => Some(f64::from(u8::from(w <= 4.0 && o <= 3.0))),
+                        _ => None,
+                    };
+                    (format!("{} / {}", show(with), show(without)), met)
+                }
+            }),
+            met: |v| v >= 1.0,
+        },
+        Row {
+            what: "DynamoDB write request units per happy-path purchase (create + workflow)",
+            target: "≤ 8",
+            cell: Box::new({
+                let c = cost.clone();
+                move |t| match c[t]["wru_create_and_workflow"].as_f64() {
+                    Some(w) => (format!("{w:.1}"), Some(w)),
+                    None => ("not measured".into(), None),
+                }
+            }),
+            met: |v| v <= 8.0,
+        },
+        Row {
+            what: "cost per million happy-path purchases (one create, the workflow, one GET), all in: Step Functions, DynamoDB, Lambda requests and GB-s, API Gateway",
+            target: "≤ $20 all in, with the Express option",
+            cell: Box::new({
+                let c = cost.clone();
+                move |t| match c[t]["total_express"].as_f64() {
+                    Some(e) => (
+                        format!(
+                            "${e:.2} Express ({}); ${:.2} Standard",
+                            if c[t]["express_measured"].as_bool() == Some(true) {
+                                "measured"
+                            } else {
+                                "modelled"
+                            },
+                            c[t]["total_standard"].as_f64().unwrap_or(f64::NAN)
+                        ),
+                        Some(e),
+                    ),
+                    None => ("not measured".into(), None),
+                }
+            }),
+            met: |v| v <= 20.0,
+        },
+        Row {
+            what: "local: completed purchases per second, create → `COMPLETED`, embedded store on disk",
+            target: "≥ 1,000",
+            cell: Box::new({
+                let c = throughput.clone();
+                move |t| match c[t]["purchases_per_second"].as_f64() {
+                    Some(p) => (
+                        format!(
+                            "{p:.0} ({} purchases, {} clients)",
+                            c[t]["purchases"], c[t]["clients"]
+                        ),
+                        Some(p),
+                    ),
+                    None => ("not measured".into(), None),
+                }
+            }),
+            met: |v| v >= 1000.0,
+        },
+    ];
+
+    let mut table = String::new();
+    let _ = write!(table, "| what | target |");
+    for label in &labels {
+        let _ = write!(table, " {label} |");
+    }
+    let _ = writeln!(
+        table,
+        " target met ({}) |",
+        labels.last().map_or("", String::as_str)
+    );
+    let _ = writeln!(table, "|---|---|{}---|", "---|".repeat(labels.len()));
+    for row in &rows {
+        let _ = write!(table, "| {} | {} |", row.what, row.target);
+        let mut last = None;
+        for label in &labels {
+            let (text, value) = (row.cell)(label);
+            let _ = write!(table, " {text} |");
+            last = Some(value);
+        }
+        let verdict = match last.flatten() {
+            Some(v) if (row.met)(v) => "**met**",
+            Some(_) => "**missed**",
+            None => "not measured",
+        };
+        let _ = writeln!(table, " {verdict} |");
+    }
 
     let rev = command_output("git", &["rev-parse", "--short", "HEAD"]);
     let dirty =
@@ -79,107 +277,125 @@ pub fn run(args: &Args) -> Result<()> {
         out,
         r#"# Benchmarks
 
-Generated by `scripts/bench.sh` (not part of `scripts/test.sh`) on
-{date}: {machine}; {rustc}; commit `{rev}`{dirty}. Release profile:
-`{release}`.
+Generated by `scripts/bench.sh` (not part of `scripts/test.sh`) on {date}:
+{machine}; {rustc}; working tree at `{rev}`{dirty}.
 
+{trees}
 Absolute times on a shared 2-core machine are noise; what counts are the
-**ratios measured in the same run** against hello-world baselines built with
-the same profile. Re-run with `scripts/bench.sh` (≈ 15–25 min after the
-release build; `BENCH_RUNS`, `BENCH_LOAD_SECS`, `BENCH_MEASURE_SECS` shorten it).
+**ratios measured in the same run**: before and after side by side, against
+hello-world baselines (`bench/src/bin/`, built once from the working tree
+with the same profile) measured interleaved with them. Re-run with
+`scripts/bench.sh`; `BENCH_QUICK=1` and the knobs at its top shorten it.
 
-| # | what | target | result |
-|---|---|---|---|
-| 1 | cold start vs hello-world `lambda_http` | ≤ 1.3× | see [1](#1-cold-start) |
-| 2 | warm handler vs hello-world handler | ≤ 2× | see [2](#2-warm-handler-cost) |
-| 3 | local server vs bare hyper, GET/POST | (report) | see [3](#3-local-server-throughput-and-latency) |
-| 4 | binary size, peak RSS | (report) | see [4](#4-binary-sizes-and-peak-rss) |
-| 5 | cost per million purchases | (report) | see [5](#5-cost-model) |
+## Issue #14: targets, before and after (this run)
+
+{table}
+The verdict is the last column's tree against the target. Details and
+methods below; the hand-written analysis is under [Tuning](#tuning).
 
 ## 1. Cold start
 
-**Method.** `bench-driver coldstart` serves a minimal Lambda Runtime API
-(`bench/src/runtime_api.rs`) on 127.0.0.1 and starts each function binary
-with Lambda's environment (`AWS_LAMBDA_RUNTIME_API`, function name, memory,
-version, region, fake credentials) plus the function's own configuration
-(`JWT_HS256_SECRET`/issuer/audience, table names, `STATE_MACHINE_ARN` for
-create, `PAYMENT_URL`/`PROVISIONING_URL=simulator` for the steps). The first
-`GET /2018-06-01/runtime/invocation/next` gets the function's event from
-`events/` (a real JWT, a fresh purchase id and `Idempotency-Key` per run);
-the clock stops at `POST .../response` (or `.../error`). Before each run the
-purchase is brought, untimed and in-process, to the state that function's
-happy path needs (reserved before capture, on hold before review, ...), so
-every run does the same real work. DynamoDB and Step Functions are moto on
-127.0.0.1 behind a counting proxy (`bench/src/proxy.rs`); the proxy's
-upstream time is reported as *backend* so the functions' own work can be
-compared with a hello world that does no I/O. Binaries: `target/release`,
-hello worlds from `bench/src/bin/` stripped like the functions.
+**Method.** `bench-driver coldstart` starts every function binary of both
+trees (and the hellos) as Lambda does: a cleared environment with Lambda's
+variables, the function's own variables from its tree's `template.yaml`
+(resolved to this run's tables and state machines; `JWKS_URL` replaced by
+the bench's HS256 secret with `LOCAL_DEVELOPMENT=1`), and a Runtime API of
+its own on 127.0.0.1 (`bench/src/runtime_api.rs`) that hands out the event
+of `events/<function>.json` (a real JWT, a fresh purchase id and
+`Idempotency-Key`). The clock stops at the first `next` poll (init) and at
+`POST .../response` (or `.../error`). Before each run the purchase is
+brought, untimed, into the state that function's happy path needs
+(reserved before capture, on hold before review, ...) by the same tree's
+own functions, so each tree works on data it wrote itself. DynamoDB and
+Step Functions are moto on 127.0.0.1 behind a counting proxy
+(`bench/src/proxy.rs`); the time waited on it is reported as *backend*.
 
 {coldstart}
-## 2. Warm handler cost
+### The run that never answered
 
-**Method.** `cargo bench -p bench` (`bench/benches/handlers.rs`, criterion).
+One of 21 `get-purchase` runs of an earlier benchmark gave no response
+within 30 s. Cause: the driver's Runtime API, not the function, the proxy
+or moto. All runs shared one listener, re-armed per run; a process killed
+right after its response may already have written its next `next` poll, and
+when that poll is read after the next run was armed, it takes that run's
+event: the new process then waits for an event that went to a dead one.
+`get-purchase` was hit because nothing is prepared before it, so its run is
+armed within microseconds of the previous kill. Reproduced without AWS,
+moto or proxy (and pinned by the unit tests in `runtime_api.rs`):
+
+{race}
+Fix: a listener (port) per run, closed with every connection when the run
+ends; a late poll can only reach its own, finished run.
+
+## 2. Warm invocation
 
 {criterion}
-## 3. Local server throughput and latency
+## 3. AWS calls per endpoint and step
 
-**Method.** `bench-driver load`: wrk (Debian package) against the release
-local server and against `hello-hyper` (a bare hyper 1 HTTP/1.1 server in
-`bench/src/bin/`), same wrk settings, one after the other in this run.
+{calls}
+## 4. Write units and cost
 
-{load}
-## 4. Binary sizes and peak RSS
+**Method.** `bench-driver cost`. Prices (us-east-1, read 2026-11):
 
-{sizes}
-## 5. Cost model
-
-**Method.** `bench-driver cost` runs the release local server with
-`STORE=dynamodb` against moto through the counting proxy, creates purchases
-over HTTP, waits for each execution to end (runner log), then GETs it once,
-and counts what each phase sent to DynamoDB. Prices (us-east-1, read
-2026-11):
-
-- Step Functions Standard: $0.025 per 1,000 state transitions, retries
-  included; Express: $1.00 per million requests plus $0.06 per GB-hour for the
-  first 1,000 GB-hours (= $0.00001667/GB-s), duration rounded up to 100 ms,
-  memory in 64-MB chunks (≈ 50 MB + definition + payload, so 64 MB here) —
+- Step Functions: Standard $0.025 per 1,000 state transitions; Express
+  $1.00 per million requests plus $0.06 per GB-hour (first 1,000 GB-hours),
+  duration in 100-ms steps, memory in 64-MB chunks —
   <https://aws.amazon.com/step-functions/pricing/>.
-- DynamoDB on-demand: $0.625 per million write request units, $0.125 per
-  million read request units (Standard table class, after the November 2024
-  price cut); unit definitions from
-  <https://aws.amazon.com/dynamodb/pricing/on-demand/>, the figures as
-  quoted by <https://airbyte.com/data-engineering-resources/dynamodb-pricing>
-  (July 2025; the AWS page renders its price table client-side).
-- Express workflows support only the Request Response integration pattern,
-  not `.waitForTaskToken` (<https://docs.aws.amazon.com/step-functions/latest/dg/connect-supported-services.html>):
-  the definition's `AwaitReview` state (hold → review) cannot run on Express
-  as it is; Express would need the hold path moved out of the workflow (e.g.
-  end the execution on hold and start a new one on approve).
-- Not included: Lambda (invocations and GB-s), API Gateway, CloudWatch Logs.
+- DynamoDB on-demand (Standard table class): $0.625 per million write
+  request units, $0.125 per million read request units, as quoted by
+  <https://airbyte.com/data-engineering-resources/dynamodb-pricing> (July
+  2025; the AWS page <https://aws.amazon.com/dynamodb/pricing/on-demand/>
+  renders its table client-side); index writes per
+  <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html#GSI.Writes>.
+- Lambda arm64: $0.20 per million requests, $0.0000133334 per GB-s (first
+  7.5 billion GB-s a month) — <https://aws.amazon.com/lambda/pricing/>, the
+  figures as quoted by <https://cloudchipr.com/blog/aws-lambda-pricing>.
+- API Gateway REST APIs: $3.50 per million requests (first 333 million a
+  month) — <https://aws.amazon.com/api-gateway/pricing/>, the figures as
+  quoted in AWS's whitepaper
+  <https://docs.aws.amazon.com/whitepapers/latest/best-practices-api-gateway-private-apis-integration/cost-optimization.html>.
+
+**Express trade-offs.** An Express workflow runs at-least-once (every step
+here is idempotent), at most 5 minutes (the retry budget of a step and the
+provisioning timeout must fit), keeps no execution history (no
+`DescribeExecution`; CloudWatch Logs instead), cannot be redriven, and
+cannot wait for a task token: the hold/review wait needs a Standard
+workflow, started only for held purchases.
 
 {cost}
+## 5. Local throughput
+
+{throughput}
+**wrk against the local server** (vs bare hyper, `bench-driver load`):
+
+{load}
+## 6. Binary sizes
+
+{sizes}
 {profiles}## Tuning
 
 {tuning}"#,
         date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         machine = machine(),
         rustc = command_output("rustc", &["--version"]),
-        rev = rev,
         dirty = if dirty {
             " with uncommitted changes"
         } else {
             ""
         },
-        release = release_profile(),
+        trees = fragment("trees.md").unwrap_or_default(),
         coldstart = section("coldstart.md"),
+        race = section("runtime-race.md"),
         criterion = section("criterion.md"),
+        calls = section("calls.md"),
+        cost = section("cost.md"),
+        throughput = section("throughput.md"),
         load = section("load.md"),
         sizes = section("sizes.md"),
-        cost = section("cost.md"),
         profiles = fragment("profile.md")
             .map(|p| format!("## Profiles\n\n{p}\n"))
             .unwrap_or_default(),
-        tuning = fragment("tuning.md").unwrap_or_else(|| TUNING.to_owned()),
+        tuning = fragment("tuning.md").unwrap_or_else(|| "*No `bench/tuning.md`.*\n".into()),
     );
     if let Some(parent) = doc.parent() {
         std::fs::create_dir_all(parent)?;
@@ -189,13 +405,19 @@ and counts what each phase sent to DynamoDB. Prices (us-east-1, read
     Ok(())
 }
 
-const TUNING: &str = "\
-- **`[profile.release]`**: `opt-level = 3`, `lto = \"thin\"`, `codegen-units = 1`,
-  `strip = true` as before; **`panic = \"unwind\"`** instead of `abort`:
-  `lambda_runtime` wraps every handler in a panic catcher that reports the
-  panic as that invocation's error and keeps the sandbox warm; with `abort` a
-  panic kills the process, the request gets `Runtime.ExitError` and the next
-  one pays a cold start. Details in `bench/tuning.md`.
-- `[profile.release.package.bench] strip = false`: only the bench crate's
-  own binaries keep symbols, for callgrind/perf; the functions are unchanged.
-";
+/// The `trees.md` fragment: which trees were measured, their profiles.
+pub fn describe_trees(args: &Args) -> Result<()> {
+    let mut out = String::from("Trees measured in this run:\n\n");
+    for value in args.values("tree") {
+        let (label, rest) = value
+            .split_once('=')
+            .ok_or_else(|| format!("--tree {value:?}: expected LABEL=DESCRIPTION:SOURCE_DIR"))?;
+        let (description, root) = rest.rsplit_once(':').unwrap_or((rest, "."));
+        let _ = writeln!(
+            out,
+            "- **{label}**: {description}; release profile `{}`.",
+            release_profile(&Path::new(root).join("Cargo.toml"))
+        );
+    }
+    crate::write_fragment(args, "trees.md", &out)
+}

@@ -1,17 +1,19 @@
-//! Binary sizes (stripped release) and peak RSS per function (from the
-//! cold-start runs).
+//! Binary sizes: every function of every tree as built for this run
+//! (x86_64, release, each with `-p <function>` so its own features are what
+//! is measured), and the arm64 `bootstrap` of each tree's largest function
+//! from a cargo-lambda build.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use bench::Result;
-use bench::stats::median;
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::trees::{HELLO_HTTP, HELLO_RUNTIME, LOCAL_SERVER, Tree};
 use crate::{Args, write_fragment};
 
-fn mib(bytes: u64) -> String {
-    format!("{:.2}", bytes as f64 / (1024.0 * 1024.0))
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn size(path: &Path) -> Option<u64> {
@@ -25,111 +27,112 @@ fn has_symbols(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+fn cell(path: &Path) -> String {
+    match size(path) {
+        Some(bytes) if has_symbols(path) => format!("{:.2} (not stripped)", mib(bytes)),
+        Some(bytes) => format!("{:.2}", mib(bytes)),
+        None => "–".into(),
+    }
+}
+
+/// The largest function binary of a tree (x86_64), by name.
+pub fn largest(tree: &Tree) -> Option<String> {
+    tree.template
+        .functions()
+        .into_iter()
+        .filter_map(|f| Some((size(&tree.bin_dir.join(&f.binary))?, f.binary)))
+        .max()
+        .map(|(_, name)| name)
+}
+
 pub fn run(args: &Args) -> Result<()> {
-    let bin_dir = PathBuf::from(args.value("bin-dir").unwrap_or("target/release"));
     let hello_dir = PathBuf::from(args.value("hello-dir").unwrap_or("target/release"));
-    let lambda_dirs: Vec<PathBuf> = args
-        .value("lambda-dir")
-        .unwrap_or("target/lambda")
-        .split(':')
-        .map(PathBuf::from)
-        .collect();
-    let rss: Vec<(String, f64)> = std::fs::read_to_string(args.out_dir().join("coldstart.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .and_then(|v| v["targets"].as_array().cloned())
-        .unwrap_or_default()
+    let trees: Vec<Tree> = args
+        .values("tree")
         .iter()
-        .map(|t| {
-            let samples: Vec<f64> = t["rss_kib"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                .unwrap_or_default();
-            (
-                t["name"].as_str().unwrap_or("").to_owned(),
-                median(&samples) / 1024.0,
-            )
-        })
+        .map(|t| Tree::parse(t))
+        .collect::<Result<_>>()?;
+    // `label=DIR`: where cargo lambda put `<function>/bootstrap` for that tree.
+    let lambda_dirs: Vec<(String, PathBuf)> = args
+        .values("lambda-dir")
+        .iter()
+        .filter_map(|v| v.split_once('='))
+        .map(|(label, dir)| (label.to_owned(), PathBuf::from(dir)))
         .collect();
 
-    let mut names: Vec<String> = std::fs::read_dir("functions")?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("Cargo.toml").exists())
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+    let mut names: Vec<String> = trees
+        .iter()
+        .flat_map(|t| t.template.functions().into_iter().map(|f| f.binary))
         .collect();
     names.sort();
-    let mut rows: Vec<(String, PathBuf)> = vec![
-        (
-            "hello-lambda-http".into(),
-            hello_dir.join("hello-lambda-http"),
-        ),
-        (
-            "hello-lambda-runtime".into(),
-            hello_dir.join("hello-lambda-runtime"),
-        ),
-    ];
-    rows.extend(names.iter().map(|n| (n.clone(), bin_dir.join(n))));
-    rows.push((
-        "purchase-orchestrator (local server)".into(),
-        bin_dir.join("purchase-orchestrator"),
-    ));
+    names.dedup();
 
-    let arm64 = |name: &str| {
-        lambda_dirs
-            .iter()
-            .map(|dir| dir.join(name).join("bootstrap"))
-            .find(|p| p.exists())
-    };
-    let any_arm64 = names.iter().any(|n| arm64(n).is_some());
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Release profile as in the workspace `Cargo.toml` (`strip = true`). *x86_64* are this \
-         run's host builds; *arm64* are `bootstrap` files of a cargo-lambda build ({}). Peak RSS is \
-         the median `VmHWM` of the cold-start runs (init + one invocation).\n",
-        if any_arm64 {
-            format!(
-                "found under {}",
-                lambda_dirs
-                    .iter()
-                    .map(|d| format!("`{}`", d.display()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        } else {
-            "none found in this run; host sizes only".to_owned()
-        }
+        "Release profile of each tree's `Cargo.toml`; every function built on its own \
+         (`cargo build --release -p <function>`), so it links only its own features. MiB, \
+         x86_64 stripped, as built for this run.\n"
     );
+    let _ = write!(out, "| binary |");
+    for tree in &trees {
+        let _ = write!(out, " {} |", tree.label);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "|---|{}", "---|".repeat(trees.len()));
+    for hello in [HELLO_HTTP, HELLO_RUNTIME] {
+        let _ = writeln!(
+            out,
+            "| `{hello}` (baseline) | {} |",
+            vec![cell(&hello_dir.join(hello)); trees.len()].join(" | ")
+        );
+    }
+    for name in names.iter().chain(std::iter::once(&LOCAL_SERVER.to_owned())) {
+        let cells: Vec<String> = trees.iter().map(|t| cell(&t.bin_dir.join(name))).collect();
+        let label = if name == LOCAL_SERVER {
+            format!("`{name}` (local server)")
+        } else {
+            format!("`{name}`")
+        };
+        let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+    }
+
     let _ = writeln!(
         out,
-        "| binary | x86_64 (MiB) | arm64 bootstrap (MiB) | zip of bootstrap (MiB) | peak RSS (MiB) |"
+        "\n**arm64 `bootstrap` of the largest function** (what Lambda runs: `cargo lambda build \
+         --release --arm64 -p <function>` of that tree; only the largest, a full cross-build \
+         takes ≈ 45 min here):\n"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|");
-    for (name, path) in &rows {
-        let host = size(path).map(mib).unwrap_or_else(|| "–".into());
-        let host = if size(path).is_some() && has_symbols(path) {
-            format!("{host} (not stripped)")
-        } else {
-            host
-        };
-        let arm = arm64(name);
-        let arm_size = arm
-            .as_ref()
-            .and_then(|p| size(p))
-            .map(mib)
-            .unwrap_or_else(|| "–".into());
-        let zip = arm
-            .as_ref()
-            .and_then(|p| size(&p.with_file_name("bootstrap.zip")))
-            .map(mib)
-            .unwrap_or_else(|| "–".into());
-        let rss = rss
+    let _ = writeln!(out, "| tree | largest function (x86_64) | arm64 bootstrap (MiB) |");
+    let _ = writeln!(out, "|---|---|---|");
+    let mut summary = serde_json::Map::new();
+    for tree in &trees {
+        let name = largest(tree);
+        let bootstrap = lambda_dirs
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| format!("{v:.1}"))
-            .unwrap_or_else(|| "–".into());
-        let _ = writeln!(out, "| `{name}` | {host} | {arm_size} | {zip} | {rss} |");
+            .find(|(label, _)| label == &tree.label)
+            .zip(name.as_ref())
+            .map(|((_, dir), name)| dir.join(name).join("bootstrap"));
+        let arm = bootstrap.as_ref().and_then(|p| size(p)).map(mib);
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {} |",
+            tree.label,
+            name.as_deref().unwrap_or("?"),
+            arm.map(|m| format!("{m:.2}"))
+                .unwrap_or_else(|| "not built in this run".into())
+        );
+        summary.insert(
+            tree.label.clone(),
+            json!({"largest": name, "arm64_bootstrap_mib": arm,
+                   "x86_64_mib": name.as_ref().and_then(|n| size(&tree.bin_dir.join(n))).map(mib)}),
+        );
     }
     write_fragment(args, "sizes.md", &out)?;
+    write_fragment(
+        args,
+        "sizes.json",
+        &serde_json::to_string_pretty(&Value::Object(summary))?,
+    )?;
     Ok(())
 }
