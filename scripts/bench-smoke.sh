@@ -5,7 +5,11 @@
 # with the function and what is wrong; the script exits 1 if any did.
 #
 #   1. links: what each function under functions/ links;
-#   2. init: (to come) what each function does before its first request.
+#   2. init: what each function does before its first `next` poll: started
+#      under bench/'s Runtime API with the counting proxy in front of a dead
+#      AWS endpoint and its CA trust store pointed at a trap (bench-driver
+#      smoke), it must reach its first poll without any AWS call and
+#      without reading a trust store.
 #
 #   scripts/bench-smoke.sh
 set -euo pipefail
@@ -83,14 +87,35 @@ check_links() {
 }
 
 # ---------------------------------------------------------------- 2. init
-# To come (issue 14): each function started against bench/'s Runtime API
-# and counting proxy, failing when its init makes more AWS calls before the
-# first poll than allowed or reads a trust store. Add it as `check_init`
-# here, reporting through `fail`, and call it below after check_links.
+# The debug function binaries. `cargo test` builds only the test harnesses
+# of bin crates; `--tests` in the same build keeps cargo test's feature
+# resolution (dev-dependencies active), so after the tests no dependency is
+# rebuilt: the binaries are linked once, later runs are a no-op. (So the
+# binaries carry the workspace's unified features, not each function's own:
+# what init does is decided by each main.rs and the shared crate's glue, and
+# the links check above covers what each function links on its own.)
+check_init() {
+  local target=${CARGO_TARGET_DIR:-target} output
+  if ! cargo build --workspace --bins --tests --quiet; then
+    fail "init: cargo build --workspace --bins --tests failed"
+    return
+  fi
+  # bench-driver prints one line per function and exits non-zero with the
+  # list of problems when any function called AWS or read a trust store.
+  if ! output=$("$target/debug/bench-driver" smoke --tree "current=.:$target/debug" \
+    --out "$target/bench-smoke" 2>&1); then
+    printf '%s\n' "$output"
+    fail "init: $(grep -v '^\(ok \|FAIL\)' <<<"$output" | tr '\n' ' ')"
+    return
+  fi
+  printf '%s\n' "$output"
+}
 
 # ---------------------------------------------------------------- run
 echo "links (cargo tree -p <function>):"
 check_links
+echo "init (bench-driver smoke: AWS calls and trust-store reads before the first poll):"
+check_init
 
 if [ "${#failures[@]}" -gt 0 ]; then
   printf '\nbench smoke FAILED:\n' >&2

@@ -13,22 +13,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export PATH="$root/.venv/bin:$PATH"
+# Where cargo puts the binary and where the logs go: CARGO_TARGET_DIR may
+# point outside the tree (then ./target does not exist).
+target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+server_log="$target_dir/schemathesis-server.log"
 
 cargo build --quiet --bin purchase-orchestrator
+server_bin="$target_dir/debug/purchase-orchestrator"
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-DATA_DIR="$data" PORT="$port" RUST_LOG=warn target/debug/purchase-orchestrator > target/schemathesis-server.log 2>&1 &
+DATA_DIR="$data" PORT="$port" RUST_LOG=warn "$server_bin" > "$server_log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$data"' EXIT
 base="http://127.0.0.1:$port/purchase-orchestrator"
 deadline=$((SECONDS + 60))
 until curl -s -o /dev/null "$base/purchases"; do
   if [ $SECONDS -ge $deadline ] || ! kill -0 $server 2>/dev/null; then
-    echo "the local server did not start:" >&2; cat target/schemathesis-server.log >&2; exit 1
+    echo "the local server did not start:" >&2; cat "$server_log" >&2; exit 1
   fi
   sleep 0.2
 done
-token=$(DATA_DIR="$data" target/debug/purchase-orchestrator token --customer schemathesis \
+token=$(DATA_DIR="$data" "$server_bin" token --customer schemathesis \
   --scope "purchases:read purchases:write purchases:admin")
 
 # One worker: on Python 3.11, hypothesis parses source (ast) to describe its
@@ -45,4 +50,4 @@ schemathesis run openapi.yaml \
   --workers 1 \
   --request-timeout 20 \
   --suppress-health-check all \
-  --report junit --report-junit-path target/schemathesis-junit.xml
+  --report junit --report-junit-path "$target_dir/schemathesis-junit.xml"

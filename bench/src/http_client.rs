@@ -88,11 +88,10 @@ impl Connection {
         }
     }
 
-    async fn connect(&mut self) -> Result<&mut hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-        let usable = self
-            .sender
-            .as_ref()
-            .is_some_and(|s| !s.is_closed());
+    async fn connect(
+        &mut self,
+    ) -> Result<&mut hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+        let usable = self.sender.as_ref().is_some_and(|s| !s.is_closed());
         if !usable {
             let stream = TcpStream::connect(&self.authority)
                 .await
@@ -105,9 +104,7 @@ impl Connection {
             });
             self.sender = Some(sender);
         }
-        self.sender
-            .as_mut()
-            .ok_or_else(|| "no connection".into())
+        self.sender.as_mut().ok_or_else(|| "no connection".into())
     }
 
     /// One request with a bearer token and an optional JSON body; the

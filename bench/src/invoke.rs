@@ -70,10 +70,13 @@ impl Invoked {
             Some(OutcomeKind::Error) => {
                 format!("error {}", value["errorType"].as_str().unwrap_or("unknown"))
             }
-            Some(OutcomeKind::Response) => match value.get("statusCode") {
-                Some(code) => code.to_string(),
-                None => format!("ok {}", value["status"].as_str().unwrap_or("")),
-            },
+            Some(OutcomeKind::Response) => {
+                match (value.get("statusCode"), value["status"].as_str()) {
+                    (Some(code), _) => code.to_string(),
+                    (None, Some(status)) => format!("ok {status}"),
+                    (None, None) => "ok".into(),
+                }
+            }
         }
     }
 

@@ -253,7 +253,11 @@ mod tests {
     async fn poll_and_respond(addr: &str) -> (TcpStream, String) {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let event = exchange(&mut stream, POLL).await;
-        assert!(exchange(&mut stream, RESPONSE).await.starts_with("HTTP/1.1 202"));
+        assert!(
+            exchange(&mut stream, RESPONSE)
+                .await
+                .starts_with("HTTP/1.1 202")
+        );
         (stream, event)
     }
 

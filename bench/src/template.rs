@@ -205,8 +205,11 @@ impl Template {
             return Ok(value.clone());
         }
         match &self.root["Parameters"][name]["Default"] {
-            Value::Null => Err(format!("template parameter {name} has no default and no bench value").into()),
-            value => scalar(value).ok_or_else(|| format!("parameter {name}: default is not a scalar").into()),
+            Value::Null => {
+                Err(format!("template parameter {name} has no default and no bench value").into())
+            }
+            value => scalar(value)
+                .ok_or_else(|| format!("parameter {name}: default is not a scalar").into()),
         }
     }
 
@@ -223,11 +226,12 @@ impl Template {
             None => match self.resource_type(logical_id) {
                 // A function is known by its binary's name (what the bench
                 // passes as AWS_LAMBDA_FUNCTION_NAME).
-                Some("AWS::Serverless::Function") => resource["Metadata"]["BuildProperties"]
-                    ["Binary"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| logical_id.to_owned()),
+                Some("AWS::Serverless::Function") => {
+                    resource["Metadata"]["BuildProperties"]["Binary"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| logical_id.to_owned())
+                }
                 _ => format!("{}-{logical_id}", stack.name),
             },
         };
@@ -240,7 +244,9 @@ impl Template {
     fn arn(&self, stack: &Stack, logical_id: &str) -> Result<String> {
         let name = self.physical_name(stack, logical_id)?;
         Ok(match self.resource_type(logical_id) {
-            Some("AWS::DynamoDB::Table") => format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"),
+            Some("AWS::DynamoDB::Table") => {
+                format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}")
+            }
             Some("AWS::Serverless::Function") => {
                 format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}")
             }
@@ -307,8 +313,8 @@ impl Template {
         if let Some(text) = scalar(value) {
             return Ok(Some(text));
         }
-        let (function, argument) = intrinsic(value)
-            .ok_or_else(|| format!("cannot resolve {value:?}"))?;
+        let (function, argument) =
+            intrinsic(value).ok_or_else(|| format!("cannot resolve {value:?}"))?;
         match function.as_str() {
             "Ref" => {
                 let name = argument.as_str().ok_or("!Ref of a non-string")?;
@@ -383,7 +389,11 @@ impl Template {
                     return Err("!If needs three arguments".into());
                 };
                 let condition = condition.as_str().ok_or("!If condition is not a name")?;
-                let branch = if self.condition(stack, condition)? { yes } else { no };
+                let branch = if self.condition(stack, condition)? {
+                    yes
+                } else {
+                    no
+                };
                 self.resolve_optional(stack, branch)
             }
             other => Err(format!("intrinsic {other} is not supported by the bench").into()),
@@ -423,8 +433,12 @@ impl Template {
                 Ok(self.resolve_optional(stack, a)? == self.resolve_optional(stack, b)?)
             }
             "Not" => Ok(!self.evaluate(stack, items().first().ok_or("!Not needs one argument")?)?),
-            "And" => items().iter().try_fold(true, |acc, c| Ok(acc && self.evaluate(stack, c)?)),
-            "Or" => items().iter().try_fold(false, |acc, c| Ok(acc || self.evaluate(stack, c)?)),
+            "And" => items()
+                .iter()
+                .try_fold(true, |acc, c| Ok(acc && self.evaluate(stack, c)?)),
+            "Or" => items()
+                .iter()
+                .try_fold(false, |acc, c| Ok(acc || self.evaluate(stack, c)?)),
             "Condition" => self.condition(stack, argument.as_str().unwrap_or_default()),
             other => Err(format!("condition function {other} is not supported").into()),
         }
@@ -551,7 +565,10 @@ Resources:
         assert_eq!(tables[0].key, ["purchaseId"]);
         let by_customer = &tables[0].indexes[0];
         assert_eq!(by_customer.key, ["customerId", "purchaseId"]);
-        assert_eq!(by_customer.projection, Projection::Include(vec!["status".into()]));
+        assert_eq!(
+            by_customer.projection,
+            Projection::Include(vec!["status".into()])
+        );
         assert_eq!(tables[0].indexes[1].projection, Projection::KeysOnly);
     }
 
@@ -563,7 +580,10 @@ Resources:
         assert_eq!(
             env,
             [
-                ("PURCHASES_TABLE".to_owned(), "bench-x-PurchasesTable".to_owned()),
+                (
+                    "PURCHASES_TABLE".to_owned(),
+                    "bench-x-PurchasesTable".to_owned()
+                ),
                 ("STAGE".to_owned(), "dev/bench-x-purchase".to_owned()),
                 ("STATE_MACHINE_ARN".to_owned(), arn.to_owned()),
             ]
@@ -573,7 +593,10 @@ Resources:
         let subs = template.substitutions(&stack(), "Machine").unwrap();
         assert_eq!(
             subs,
-            [("StepArn".to_owned(), "arn:aws:lambda:us-east-1:123456789012:function:reserve-stock".to_owned())]
+            [(
+                "StepArn".to_owned(),
+                "arn:aws:lambda:us-east-1:123456789012:function:reserve-stock".to_owned()
+            )]
         );
     }
 
@@ -590,13 +613,19 @@ Resources:
         assert_eq!(functions[1].memory_mb, 128);
         assert_eq!(functions[1].route, None);
         assert!(template.supports_express());
-        assert_eq!(template.state_machine_type(&stack(), "Machine").unwrap(), "STANDARD");
+        assert_eq!(
+            template.state_machine_type(&stack(), "Machine").unwrap(),
+            "STANDARD"
+        );
     }
 
     #[test]
     fn a_parameter_without_default_or_bench_value_is_an_error() {
         let template = Template::parse(TEMPLATE).unwrap();
-        let bare = Stack { name: "s".into(), parameters: BTreeMap::new() };
+        let bare = Stack {
+            name: "s".into(),
+            parameters: BTreeMap::new(),
+        };
         let error = template.environment(&bare, "reserve-stock").unwrap_err();
         assert!(error.to_string().contains("PaymentUrl"), "{error}");
     }

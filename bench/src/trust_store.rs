@@ -66,15 +66,23 @@ impl TrustStoreTrap {
         let watcher = tokio::spawn({
             let (file, file_reads) = (file.clone(), file_reads.clone());
             async move {
+                // One reader is counted (and fed) once, however long it
+                // keeps the FIFO open; it is gone when no reader is left.
+                let mut feeding = false;
                 loop {
                     // ENXIO while nobody has the FIFO open for reading.
                     let writer = std::fs::OpenOptions::new()
                         .write(true)
                         .custom_flags(libc::O_NONBLOCK)
                         .open(&file);
-                    if let Ok(mut writer) = writer {
-                        file_reads.fetch_add(1, Ordering::SeqCst);
-                        let _ = writer.write_all(&pem);
+                    match writer {
+                        Ok(mut writer) if !feeding => {
+                            file_reads.fetch_add(1, Ordering::SeqCst);
+                            let _ = writer.write_all(&pem);
+                            feeding = true;
+                        }
+                        Ok(_) => {}
+                        Err(_) => feeding = false,
                     }
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
@@ -94,8 +102,14 @@ impl TrustStoreTrap {
     /// The variables that point a process's trust store at the trap.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("SSL_CERT_FILE".into(), self.file.to_string_lossy().into_owned()),
-            ("SSL_CERT_DIR".into(), self.certs.to_string_lossy().into_owned()),
+            (
+                "SSL_CERT_FILE".into(),
+                self.file.to_string_lossy().into_owned(),
+            ),
+            (
+                "SSL_CERT_DIR".into(),
+                self.certs.to_string_lossy().into_owned(),
+            ),
         ]
     }
 
@@ -104,7 +118,12 @@ impl TrustStoreTrap {
         self.file_reads.store(0, Ordering::SeqCst);
         run(
             "touch",
-            &["-a", "-d", "2000-01-01 00:00:00", &self.certs.to_string_lossy()],
+            &[
+                "-a",
+                "-d",
+                "2000-01-01 00:00:00",
+                &self.certs.to_string_lossy(),
+            ],
         )?;
         if accessed_recently(&self.certs) {
             return Err("cannot set the trap directory's access time".into());

@@ -220,9 +220,7 @@ pub async fn run(args: &Args) -> Result<()> {
         shared.push(stack.create_purchase().await?);
         deployed.push(stack);
     }
-    let baseline = deployed
-        .last()
-        .ok_or("at least one --tree is needed")?;
+    let baseline = deployed.last().ok_or("at least one --tree is needed")?;
 
     let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
     for run in 0..runs {
@@ -264,7 +262,11 @@ pub async fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
     let summary = summarize(&targets, &samples, &trees, runs);
-    write_fragment(args, "coldstart.md", &render(&targets, &samples, &trees, &summary))?;
+    write_fragment(
+        args,
+        "coldstart.md",
+        &render(&targets, &samples, &trees, &summary),
+    )?;
     write_fragment(args, "calls.md", &render_calls(&targets, &samples, &trees))?;
     write_fragment(
         args,
@@ -564,6 +566,8 @@ fn render(targets: &[Target], samples: &[Samples], trees: &[Tree], summary: &Val
             worst("worst_own"),
             worst("worst_rss"),
             t["max_calls_before_first_poll"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
         );
     }
     let failures: Vec<String> = targets

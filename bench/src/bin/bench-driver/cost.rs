@@ -159,7 +159,9 @@ impl TableModel {
                     units.rru += 2.0 * read_units(item_size(&item["Item"]), true);
                 }
             }
-            "DynamoDB.PutItem" | "DynamoDB.UpdateItem" | "DynamoDB.DeleteItem"
+            "DynamoDB.PutItem"
+            | "DynamoDB.UpdateItem"
+            | "DynamoDB.DeleteItem"
             | "DynamoDB.BatchWriteItem" => {
                 for image in &exchange.images {
                     self.write(image, 1.0, &mut units);
@@ -425,7 +427,10 @@ fn lambda_durations(path: &Path) -> HashMap<(String, String), f64> {
                 .filter_map(Value::as_f64)
                 .collect();
             let ms = median(&samples);
-            let key = (t["tree"].as_str()?.to_owned(), t["name"].as_str()?.to_owned());
+            let key = (
+                t["tree"].as_str()?.to_owned(),
+                t["name"].as_str()?.to_owned(),
+            );
             ms.is_finite().then_some((key, ms))
         })
         .collect()
@@ -523,11 +528,17 @@ fn definition_functions(stack: &Deployed<'_>) -> Result<HashMap<String, String>>
     Ok(out)
 }
 
-fn collect_tasks(states: &Value, subs: &HashMap<String, String>, out: &mut HashMap<String, String>) {
+fn collect_tasks(
+    states: &Value,
+    subs: &HashMap<String, String>,
+    out: &mut HashMap<String, String>,
+) {
     for (name, state) in states.as_object().into_iter().flatten() {
         let resource = state["Resource"].as_str().unwrap_or_default();
         let target = if resource.starts_with("arn:aws:states:::lambda:invoke") {
-            state["Parameters"]["FunctionName"].as_str().unwrap_or_default()
+            state["Parameters"]["FunctionName"]
+                .as_str()
+                .unwrap_or_default()
         } else {
             resource
         };
@@ -538,7 +549,10 @@ fn collect_tasks(states: &Value, subs: &HashMap<String, String>, out: &mut HashM
             .map(String::as_str)
             .unwrap_or(target);
         if let Some(function) = resolved.split(":function:").nth(1) {
-            out.insert(name.clone(), function.split(':').next().unwrap_or(function).to_owned());
+            out.insert(
+                name.clone(),
+                function.split(':').next().unwrap_or(function).to_owned(),
+            );
         }
         // Parallel and Map states nest their own states.
         for branch in state["Branches"].as_array().into_iter().flatten() {
@@ -632,7 +646,11 @@ async fn wait_for_execution(log: &Path, id: &str) -> Result<Execution> {
                 (Some(s), Some(e)) => (e - s).num_microseconds().unwrap_or(0) as f64 / 1000.0,
                 _ => f64::NAN,
             };
-            return Ok(Execution { states, retries, ms });
+            return Ok(Execution {
+                states,
+                retries,
+                ms,
+            });
         }
         if Instant::now() > deadline {
             return Err(format!("execution {id} did not end within 60 s").into());
@@ -851,8 +869,8 @@ fn render(runs: &[Run], priced: &[Priced], per_scenario: usize) -> String {
          - *Step Functions*: Standard at $0.025 per 1,000 state transitions (the runner's \
            `state entered` lines, retries included); Express at $1.00 per million executions \
            plus $0.06 per GB-hour, billed in 64-MB chunks (one chunk) and 100-ms steps, for an \
-           assumed {:.1} s per execution on AWS (five Lambda tasks and their invokes; locally the \
-           execution took {} ms).\n\
+           assumed {:.1} s per execution on AWS (five Lambda tasks and their invokes; locally, \
+           in-process, the executions took {}).\n\
          - *Lambda* (arm64): $0.20 per million requests plus $0.0000133334 per GB-s, each \
            function at its `MemorySize` from `template.yaml`, for the duration of its first \
            invocation in this run's cold starts (first poll → response, median, rounded up to \
@@ -866,10 +884,10 @@ fn render(runs: &[Run], priced: &[Priced], per_scenario: usize) -> String {
         runs.iter()
             .filter(|r| r.measured)
             .flat_map(|r| r.scenarios.iter().map(move |s| format!(
-                "{} {} {}: {:.0}",
+                "{} {} {}: {:.0} ms",
                 r.tree,
                 r.mode.to_lowercase(),
-                s.name.split(' ').next().unwrap_or(""),
+                s.name.split(" (").next().unwrap_or(""),
                 median(&s.workflow.workflow_ms)
             )))
             .collect::<Vec<_>>()
@@ -984,8 +1002,14 @@ mod tests {
             "D": {"Type": "Succeed"}
         });
         let subs: HashMap<String, String> = [
-            ("AArn".to_owned(), "arn:aws:lambda:us-east-1:1:function:reserve-stock".to_owned()),
-            ("BArn".to_owned(), "arn:aws:lambda:us-east-1:1:function:await-review".to_owned()),
+            (
+                "AArn".to_owned(),
+                "arn:aws:lambda:us-east-1:1:function:reserve-stock".to_owned(),
+            ),
+            (
+                "BArn".to_owned(),
+                "arn:aws:lambda:us-east-1:1:function:await-review".to_owned(),
+            ),
         ]
         .into();
         let mut out = HashMap::new();

@@ -45,7 +45,11 @@ pub fn run(args: &Args) -> Result<()> {
     // Handlers, each tree's disk and tmpfs side by side.
     let mut names: Vec<String> = trees
         .iter()
-        .flat_map(|(_, f)| f.get("handler/disk").into_iter().flat_map(|g| g.keys().cloned()))
+        .flat_map(|(_, f)| {
+            f.get("handler/disk")
+                .into_iter()
+                .flat_map(|g| g.keys().cloned())
+        })
         .collect();
     names.sort();
     names.dedup();
@@ -115,7 +119,11 @@ pub fn run(args: &Args) -> Result<()> {
     let _ = writeln!(out, "|---|{}", "---|---|".repeat(trees.len()));
     let mut invocations: Vec<String> = trees
         .iter()
-        .flat_map(|(_, f)| f.get("invocation").into_iter().flat_map(|g| g.keys().cloned()))
+        .flat_map(|(_, f)| {
+            f.get("invocation")
+                .into_iter()
+                .flat_map(|g| g.keys().cloned())
+        })
         .collect();
     invocations.sort_by_key(|n| (n.as_str() != "hello", n.clone()));
     invocations.dedup();

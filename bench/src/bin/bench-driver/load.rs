@@ -126,11 +126,21 @@ pub async fn run(args: &Args) -> Result<()> {
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = vec![("hello-hyper".to_owned(), "GET", &hello_get, &hello_get)];
     rows.extend(gets.iter().map(|(label, r)| {
-        (format!("{label}: purchase-orchestrator"), "GET /purchases/{id}", r, &hello_get)
+        (
+            format!("{label}: purchase-orchestrator"),
+            "GET /purchases/{id}",
+            r,
+            &hello_get,
+        )
     }));
     rows.push(("hello-hyper".to_owned(), "POST", &hello_post, &hello_post));
     rows.extend(posts.iter().map(|(label, r)| {
-        (format!("{label}: purchase-orchestrator"), "POST /purchases", r, &hello_post)
+        (
+            format!("{label}: purchase-orchestrator"),
+            "POST /purchases",
+            r,
+            &hello_post,
+        )
     }));
     for (server, request, result, baseline) in rows {
         let _ = writeln!(

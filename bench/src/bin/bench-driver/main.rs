@@ -54,7 +54,10 @@ impl Args {
             let value = rest
                 .next()
                 .ok_or_else(|| format!("--{name} needs a value"))?;
-            values.entry(name.to_owned()).or_default().push(value.clone());
+            values
+                .entry(name.to_owned())
+                .or_default()
+                .push(value.clone());
         }
         Ok(Args { values })
     }

@@ -87,7 +87,10 @@ pub fn run(args: &Args) -> Result<()> {
             vec![cell(&hello_dir.join(hello)); trees.len()].join(" | ")
         );
     }
-    for name in names.iter().chain(std::iter::once(&LOCAL_SERVER.to_owned())) {
+    for name in names
+        .iter()
+        .chain(std::iter::once(&LOCAL_SERVER.to_owned()))
+    {
         let cells: Vec<String> = trees.iter().map(|t| cell(&t.bin_dir.join(name))).collect();
         let label = if name == LOCAL_SERVER {
             format!("`{name}` (local server)")
@@ -103,7 +106,10 @@ pub fn run(args: &Args) -> Result<()> {
          --release --arm64 -p <function>` of that tree; only the largest, a full cross-build \
          takes ≈ 45 min here):\n"
     );
-    let _ = writeln!(out, "| tree | largest function (x86_64) | arm64 bootstrap (MiB) |");
+    let _ = writeln!(
+        out,
+        "| tree | largest function (x86_64) | arm64 bootstrap (MiB) |"
+    );
     let _ = writeln!(out, "|---|---|---|");
     let mut summary = serde_json::Map::new();
     for tree in &trees {

@@ -111,8 +111,16 @@ pub async fn run(args: &Args) -> Result<()> {
             .as_ref()
             .map(|seen| format!("{:.1} ms", seen.poll_ms()))
             .unwrap_or_else(|_| "–".into());
-        println!("{verdict:4} {:22} init {init:>9}  {}", function.binary, found.join("; "));
-        problems.extend(found.into_iter().map(|f| format!("{}: {f}", function.binary)));
+        println!(
+            "{verdict:4} {:22} init {init:>9}  {}",
+            function.binary,
+            found.join("; ")
+        );
+        problems.extend(
+            found
+                .into_iter()
+                .map(|f| format!("{}: {f}", function.binary)),
+        );
     }
     if problems.is_empty() {
         println!(
@@ -135,7 +143,10 @@ async fn control(trap: &TrustStoreTrap) -> Result<()> {
     let env = trap.env();
     let status = tokio::task::spawn_blocking(move || {
         std::process::Command::new("sh")
-            .args(["-c", "cat \"$SSL_CERT_FILE\" >/dev/null; ls \"$SSL_CERT_DIR\" >/dev/null"])
+            .args([
+                "-c",
+                "cat \"$SSL_CERT_FILE\" >/dev/null; ls \"$SSL_CERT_DIR\" >/dev/null",
+            ])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env)
@@ -163,4 +174,3 @@ fn first_certificate(bundle: &[u8]) -> Vec<u8> {
         _ => Vec::new(),
     }
 }
-

@@ -115,7 +115,12 @@ pub async fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-async fn drive(addr: &str, purchases: usize, clients: usize, deadline: Duration) -> Result<Outcome> {
+async fn drive(
+    addr: &str,
+    purchases: usize,
+    clients: usize,
+    deadline: Duration,
+) -> Result<Outcome> {
     let token = Arc::new(fixtures::user_token()?);
     let next = Arc::new(AtomicUsize::new(0));
     let outcome = Arc::new(Mutex::new(Outcome::default()));

@@ -237,7 +237,12 @@ impl<'t> Deployed<'t> {
     /// The event of `events/<binary>.json` for `purchase_id`, with a fresh
     /// token and request id, and a fresh `Idempotency-Key` if it has one.
     pub fn event(&self, binary: &str, purchase_id: &str) -> Result<Value> {
-        event_from(&self.tree.events_dir(), binary, purchase_id, self.route(binary))
+        event_from(
+            &self.tree.events_dir(),
+            binary,
+            purchase_id,
+            self.route(binary),
+        )
     }
 
     pub fn route(&self, binary: &str) -> Option<(String, String)> {
@@ -254,7 +259,9 @@ impl<'t> Deployed<'t> {
             event: Bytes::from(serde_json::to_vec(event)?),
             wrapper: &[],
             timeout: Duration::from_secs(30),
-            log: self.work.join(format!("prepare-{}-{binary}.log", self.tree.label)),
+            log: self
+                .work
+                .join(format!("prepare-{}-{binary}.log", self.tree.label)),
             stop_at: StopAt::Response,
         })
         .await
@@ -267,7 +274,13 @@ impl<'t> Deployed<'t> {
         if invoked.succeeded() {
             Ok(invoked)
         } else {
-            Err(format!("{} {binary}: {}: {}", self.tree.label, invoked.describe(), invoked.body).into())
+            Err(format!(
+                "{} {binary}: {}: {}",
+                self.tree.label,
+                invoked.describe(),
+                invoked.body
+            )
+            .into())
         }
     }
 
@@ -327,7 +340,10 @@ pub fn lambda_runtime_env(name: &str, memory_mb: u64) -> Vec<(String, String)> {
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
         ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/01/01/[$LATEST]bench".into()),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            "2026/01/01/[$LATEST]bench".into(),
+        ),
         ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
         ("_HANDLER", "bootstrap".into()),
         ("AWS_REGION", bench::template::REGION.into()),
@@ -345,10 +361,14 @@ pub fn lambda_runtime_env(name: &str, memory_mb: u64) -> Vec<(String, String)> {
 
 /// Every AWS client (DynamoDB, Step Functions, anything else) at `endpoint`.
 pub fn endpoint_env(endpoint: &str) -> Vec<(String, String)> {
-    ["AWS_ENDPOINT_URL", "DYNAMODB_ENDPOINT", "STEP_FUNCTIONS_ENDPOINT"]
-        .into_iter()
-        .map(|k| (k.to_owned(), endpoint.to_owned()))
-        .collect()
+    [
+        "AWS_ENDPOINT_URL",
+        "DYNAMODB_ENDPOINT",
+        "STEP_FUNCTIONS_ENDPOINT",
+    ]
+    .into_iter()
+    .map(|k| (k.to_owned(), endpoint.to_owned()))
+    .collect()
 }
 
 /// Whether an API route is for the back office (admin token) rather than
@@ -377,7 +397,12 @@ pub fn event_from(
         } else {
             fixtures::user_token()?
         };
-        set_header(&mut event, "Authorization", Some(&format!("Bearer {token}")), true);
+        set_header(
+            &mut event,
+            "Authorization",
+            Some(&format!("Bearer {token}")),
+            true,
+        );
         let key = uuid::Uuid::now_v7().to_string();
         set_header(&mut event, "Idempotency-Key", Some(&key), false);
         if let Some(context) = event.get_mut("requestContext") {
@@ -551,8 +576,14 @@ mod tests {
     #[test]
     fn back_office_routes_get_the_admin_token() {
         assert!(admin_route("/purchase-orchestrator/rules/{ruleSetName}"));
-        assert!(admin_route("/purchase-orchestrator/purchases/{purchaseId}/review"));
-        assert!(!admin_route("/purchase-orchestrator/purchases/{purchaseId}"));
-        assert!(!admin_route("/purchase-orchestrator/purchases/{purchaseId}/cancel"));
+        assert!(admin_route(
+            "/purchase-orchestrator/purchases/{purchaseId}/review"
+        ));
+        assert!(!admin_route(
+            "/purchase-orchestrator/purchases/{purchaseId}"
+        ));
+        assert!(!admin_route(
+            "/purchase-orchestrator/purchases/{purchaseId}/cancel"
+        ));
     }
 }
