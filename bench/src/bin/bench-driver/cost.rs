@@ -455,6 +455,8 @@ async fn measure(
     let proxy = CountingProxy::start(moto, Recording::Items(model.keys())).await?;
     let mut env = stack.store_env(&proxy.url())?;
     env.push(("WORKFLOW_TYPE".into(), mode.into()));
+    // Only the purchases' own requests are counted: no reconciler passes.
+    env.push(("RECONCILE_EVERY_SECONDS".into(), "0".into()));
     let server = LocalServer::start(tree, &dir, &env).await?;
     let token = fixtures::user_token()?;
     proxy.take(); // table creation and catalog seeding
@@ -770,8 +772,8 @@ fn render(runs: &[Run], priced: &[Priced], per_scenario: usize) -> String {
     let _ = writeln!(
         out,
         "Counted on each tree's release local server with `STORE=dynamodb` (moto behind the \
-         counting proxy), {per_scenario} purchases per scenario, averages per purchase; the create \
-         sends an `Idempotency-Key`. *Express (measured)*: the server ran with \
+         counting proxy, reconciler off), {per_scenario} purchases per scenario, averages per \
+         purchase; the create sends an `Idempotency-Key`. *Express (measured)*: the server ran with \
          `WORKFLOW_TYPE=EXPRESS`; *Express (modelled)*: the tree has no Express option, so the \
          Standard run's requests are priced as Express would bill them.\n"
     );
