@@ -74,12 +74,14 @@ fn json(dir: &Path, name: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A row's cell for one tree: the text and the number the target applies to.
+type Cell = Box<dyn Fn(&str) -> (String, Option<f64>)>;
+
 /// One row of the table.
 struct Row {
     what: &'static str,
     target: &'static str,
-    /// Per tree: the cell text and the number the target applies to.
-    cell: Box<dyn Fn(&str) -> (String, Option<f64>)>,
+    cell: Cell,
     met: fn(f64) -> bool,
 }
 
