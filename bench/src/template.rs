@@ -396,6 +396,31 @@ impl Template {
                 };
                 self.resolve_optional(stack, branch)
             }
+            "Join" => {
+                let parts = argument.as_sequence().ok_or("malformed !Join")?;
+                let [delimiter, items] = parts.as_slice() else {
+                    return Err("!Join needs a delimiter and a list".into());
+                };
+                let mut values = Vec::new();
+                for item in items.as_sequence().ok_or("!Join of a non-list")? {
+                    if let Some(value) = self.resolve_optional(stack, item)? {
+                        values.push(value);
+                    }
+                }
+                Ok(Some(values.join(delimiter.as_str().unwrap_or_default())))
+            }
+            "Select" => {
+                let parts = argument.as_sequence().ok_or("malformed !Select")?;
+                let [index, items] = parts.as_slice() else {
+                    return Err("!Select needs an index and a list".into());
+                };
+                let index: usize = self.resolve(stack, index)?.parse()?;
+                let item = items
+                    .as_sequence()
+                    .and_then(|items| items.get(index))
+                    .ok_or("!Select index out of range")?;
+                self.resolve_optional(stack, item)
+            }
             other => Err(format!("intrinsic {other} is not supported by the bench").into()),
         }
     }
@@ -539,6 +564,7 @@ Resources:
           STATE_MACHINE_ARN: !Ref Machine
           PROD_ONLY: !If [IsProd, "yes", !Ref AWS::NoValue]
           STAGE: !Sub "${Stage}/${Machine.Name}"
+          JOINED: !Join [":", [a, !Ref Stage, !Select [1, [x, y]]]]
       Events:
         Create: {Type: Api, Properties: {Path: /purchase-orchestrator/purchases, Method: post}}
   StepFunction:
@@ -580,6 +606,7 @@ Resources:
         assert_eq!(
             env,
             [
+                ("JOINED".to_owned(), "a:dev:y".to_owned()),
                 (
                     "PURCHASES_TABLE".to_owned(),
                     "bench-x-PurchasesTable".to_owned()
