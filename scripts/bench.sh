@@ -116,7 +116,7 @@ build_tree() { # source_dir target_dir extra-cargo-args...
 # The largest function binary of a tree (x86_64).
 largest_of() { # source_dir bin_dir
   for function in $(functions_of "$1"); do
-    [ -f "$2/$function" ] && stat -c '%s %n' "$2/$function"
+    if [ -f "$2/$function" ]; then stat -c '%s %n' "$2/$function"; fi
   done | sort -n | tail -1 | awk '{print $2}' | xargs -r basename
 }
 
