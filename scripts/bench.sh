@@ -19,7 +19,7 @@
 #   BENCH_QUICK=1            the whole pipeline in a few minutes after the
 #                            builds: the defaults marked (quick) below
 #   BENCH_RUNS=21 (3)        cold starts per binary
-#   BENCH_RACE_RUNS=1000 (200)  runs of the Runtime API race reproduction
+#   BENCH_RACE_RUNS=2000 (200)  runs of the Runtime API race reproduction
 #   BENCH_PURCHASES=5 (2)    purchases per cost-model scenario
 #   BENCH_THROUGHPUT=3000 (300)  purchases of the throughput driver
 #   BENCH_CLIENTS=16         its client tasks
@@ -38,7 +38,7 @@ root=$(pwd)
 quick=${BENCH_QUICK:-}
 pick() { if [ -n "$quick" ]; then echo "$2"; else echo "$1"; fi; }
 RUNS=${BENCH_RUNS:-$(pick 21 3)}
-RACE_RUNS=${BENCH_RACE_RUNS:-$(pick 1000 200)}
+RACE_RUNS=${BENCH_RACE_RUNS:-$(pick 2000 200)}
 PURCHASES=${BENCH_PURCHASES:-$(pick 5 2)}
 THROUGHPUT=${BENCH_THROUGHPUT:-$(pick 3000 300)}
 CLIENTS=${BENCH_CLIENTS:-16}
