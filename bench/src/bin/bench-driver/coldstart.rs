@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bench::Result;
@@ -222,24 +222,23 @@ pub async fn run(args: &Args) -> Result<()> {
     }
     let baseline = deployed.last().ok_or("at least one --tree is needed")?;
 
+    let runner = Runner {
+        deployed: &deployed,
+        shared: &shared,
+        baseline,
+        baseline_events: baseline_tree.events_dir(),
+        proxy: &proxy,
+        wrapper: &wrapper,
+        timeout,
+        logs: &logs,
+    };
     let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
     for run in 0..runs {
         // Rotate the order so no binary always runs right after another.
         for offset in 0..targets.len() {
             let index = (run + offset) % targets.len();
             let target = &targets[index];
-            let measured = measure(
-                target,
-                &deployed,
-                &shared,
-                baseline,
-                &baseline_tree.events_dir(),
-                &proxy,
-                &wrapper,
-                timeout,
-                &logs,
-            )
-            .await;
+            let measured = runner.measure(target).await;
             let s = &mut samples[index];
             match measured {
                 Ok((seen, exchanges)) => record(s, &seen, &exchanges),
@@ -280,55 +279,64 @@ pub async fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn measure(
-    target: &Target,
-    deployed: &[Deployed<'_>],
-    shared: &[String],
-    baseline: &Deployed<'_>,
-    baseline_events: &std::path::Path,
-    proxy: &CountingProxy,
-    wrapper: &[String],
+/// What every run needs: the trees' stacks, their shared purchases, the
+/// proxy, and how to start and wait for a process.
+struct Runner<'a, 't> {
+    deployed: &'a [Deployed<'t>],
+    shared: &'a [String],
+    /// The stack whose events the hellos get.
+    baseline: &'a Deployed<'t>,
+    baseline_events: PathBuf,
+    proxy: &'a CountingProxy,
+    wrapper: &'a [String],
     timeout: Duration,
-    logs: &std::path::Path,
-) -> Result<(Invoked, Vec<Exchange>)> {
-    let (event, env, log) = match target.owner {
-        Owner::Hello => {
-            // The hellos get the events of the functions they stand for.
-            let (file, route) = match target.binary_name.as_str() {
-                HELLO_HTTP => ("get-purchase", baseline.route("get-purchase")),
-                _ => ("reserve-stock", None),
-            };
-            let event = event_from(baseline_events, file, EVENTS_PURCHASE_ID, route)?;
-            let mut env = lambda_runtime_env(&target.binary_name, 128);
-            env.extend(endpoint_env(&proxy.url()));
-            (event, env, logs.join(format!("{}.log", target.binary_name)))
-        }
-        Owner::Tree(index) => {
-            let stack = &deployed[index];
-            let id = prepare(stack, &target.binary_name, &shared[index]).await?;
-            let mut event = stack.event(&target.binary_name, &id)?;
-            if target.variant == Variant::NoKey {
-                set_header(&mut event, "Idempotency-Key", None, false);
+    logs: &'a Path,
+}
+
+impl Runner<'_, '_> {
+    /// Prepares (untimed) and runs one cold start of `target`.
+    async fn measure(&self, target: &Target) -> Result<(Invoked, Vec<Exchange>)> {
+        let (event, env, log) = match target.owner {
+            Owner::Hello => {
+                // The hellos get the events of the functions they stand for.
+                let (file, route) = match target.binary_name.as_str() {
+                    HELLO_HTTP => ("get-purchase", self.baseline.route("get-purchase")),
+                    _ => ("reserve-stock", None),
+                };
+                let event = event_from(&self.baseline_events, file, EVENTS_PURCHASE_ID, route)?;
+                let mut env = lambda_runtime_env(&target.binary_name, 128);
+                env.extend(endpoint_env(&self.proxy.url()));
+                let log = self.logs.join(format!("{}.log", target.binary_name));
+                (event, env, log)
             }
-            let env = stack.lambda_env(&target.binary_name, &proxy.url())?;
-            let log = logs.join(format!("{}-{}.log", stack.tree.label, target.binary_name));
-            (event, env, log)
-        }
-    };
-    proxy.take();
-    let seen = invoke_once(Invocation {
-        name: &target.binary_name,
-        binary: &target.binary,
-        env: &env,
-        event: Bytes::from(serde_json::to_vec(&event)?),
-        wrapper,
-        timeout,
-        log,
-        stop_at: StopAt::Response,
-    })
-    .await?;
-    Ok((seen, proxy.take()))
+            Owner::Tree(index) => {
+                let stack = &self.deployed[index];
+                let id = prepare(stack, &target.binary_name, &self.shared[index]).await?;
+                let mut event = stack.event(&target.binary_name, &id)?;
+                if target.variant == Variant::NoKey {
+                    set_header(&mut event, "Idempotency-Key", None, false);
+                }
+                let env = stack.lambda_env(&target.binary_name, &self.proxy.url())?;
+                let log = self
+                    .logs
+                    .join(format!("{}-{}.log", stack.tree.label, target.binary_name));
+                (event, env, log)
+            }
+        };
+        self.proxy.take();
+        let seen = invoke_once(Invocation {
+            name: &target.binary_name,
+            binary: &target.binary,
+            env: &env,
+            event: Bytes::from(serde_json::to_vec(&event)?),
+            wrapper: self.wrapper,
+            timeout: self.timeout,
+            log,
+            stop_at: StopAt::Response,
+        })
+        .await?;
+        Ok((seen, self.proxy.take()))
+    }
 }
 
 fn record(s: &mut Samples, seen: &Invoked, exchanges: &[Exchange]) {
