@@ -89,7 +89,8 @@ fn prepare_for(binary: &str) -> Prepare {
     match binary {
         "create-purchase" | "reconcile-purchases" | "console" => Prepare::Nothing,
         "update-purchase" | "cancel-purchase" | "apply-rules" | "reserve-stock" => Prepare::Fresh,
-        "review-purchase" | "await-review" => Prepare::Held,
+        // continue-purchase ends a review (the review machine's last step).
+        "review-purchase" | "await-review" | "continue-purchase" => Prepare::Held,
         "create-rule-set" => Prepare::NoRuleSet,
         "get-rule-set" | "update-rule-set" | "delete-rule-set" => Prepare::RuleSet,
         "evaluate-rules" => Prepare::RuleSetAndFresh,

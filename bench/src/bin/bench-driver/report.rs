@@ -357,12 +357,17 @@ ends; a late poll can only reach its own, finished run.
   quoted in AWS's whitepaper
   <https://docs.aws.amazon.com/whitepapers/latest/best-practices-api-gateway-private-apis-integration/cost-optimization.html>.
 
-**Express trade-offs.** An Express workflow runs at-least-once (every step
-here is idempotent), at most 5 minutes (the retry budget of a step and the
+**Express trade-offs.** With `WorkflowType: EXPRESS` (template parameter;
+`WORKFLOW_TYPE=EXPRESS` for the local server) the purchase machine
+(`statemachine/purchase.asl.json`) runs at-least-once (every step here is
+idempotent), at most 5 minutes (the retry budget of a step and the
 provisioning timeout must fit), keeps no execution history (no
-`DescribeExecution`; CloudWatch Logs instead), cannot be redriven, and
-cannot wait for a task token: the hold/review wait needs a Standard
-workflow, started only for held purchases.
+`DescribeExecution`; CloudWatch Logs instead, and the reconciler restarts a
+lost run) and cannot be redriven (a redrive starts a new run). It cannot
+wait for a task token either: a held purchase is handed to the review
+machine (`statemachine/review.asl.json`, always STANDARD: `AwaitReview`,
+then `ContinuePurchase` starts the purchase's next run), which only held
+purchases start, so the happy path below pays Express prices only.
 
 {cost}
 ## 5. Local throughput
