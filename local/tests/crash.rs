@@ -17,23 +17,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use aws_local::providers::{PAYMENT_PATH, PROVISIONING_PATH};
 use common::{assert_payment_requests_sensible, assert_provisioning_requests_sensible};
 use serde_json::{Value, json};
 use shared::adapters::embedded::EmbeddedStore;
 use shared::adapters::simulators::{SimulatedPaymentGateway, SimulatedProvisioner};
 use shared::auth::{Scope, mint_hs256_token};
-use shared::domain::purchase::{
-    LineStatus, PaymentDetails, ProductKind, PurchaseLine, PurchaseStatus,
-};
+use shared::domain::purchase::{PaymentDetails, PurchaseStatus};
 use shared::domain::{ProductId, PurchaseId};
-use shared::ports::payment::{
-    CaptureRequest, PaymentError, PaymentGateway, RefundOutcome, RefundRequest,
-};
-use shared::ports::provisioning::{Provisioner, ProvisioningError};
 use shared::ports::store::{Inventory, PurchaseQuery, PurchaseStore};
 
 const SECRET: &str = "crash-test-secret-0123456789abcdef0123";
@@ -52,111 +43,17 @@ fn initial_stock() -> HashMap<&'static str, i64> {
 // ---------------------------------------------------------------------------
 // The providers, over HTTP as the adapters speak it.
 
+/// The simulators whose books the test reads at the end.
 #[derive(Clone)]
 struct Providers {
     payments: Arc<SimulatedPaymentGateway>,
     provisioning: Arc<SimulatedProvisioner>,
 }
 
-fn key(headers: &HeaderMap) -> String {
-    headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn id(body: &Value, field: &str) -> String {
-    body[field].as_str().unwrap_or_default().to_owned()
-}
-
-async fn capture(
-    State(p): State<Providers>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> (StatusCode, Json<Value>) {
-    let request = CaptureRequest {
-        purchase_id: PurchaseId::new(id(&body, "purchaseId")),
-        idempotency_key: key(&headers),
-        amount: body["amount"].as_i64().unwrap_or_default(),
-        currency: id(&body, "currency"),
-        method: id(&body, "method"),
-        transaction_id: id(&body, "transactionId"),
-    };
-    match p.payments.capture(&request).await {
-        Ok(capture) => (
-            StatusCode::OK,
-            Json(json!({"paymentReference": capture.payment_reference})),
-        ),
-        Err(PaymentError::Declined(_)) => (
-            StatusCode::PAYMENT_REQUIRED,
-            Json(json!({"error": "declined"})),
-        ),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "try again"})),
-        ),
-    }
-}
-
-async fn refund(
-    State(p): State<Providers>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> StatusCode {
-    let request = RefundRequest {
-        purchase_id: PurchaseId::new(id(&body, "purchaseId")),
-        idempotency_key: key(&headers),
-        amount: body["amount"].as_i64().unwrap_or_default(),
-        currency: id(&body, "currency"),
-    };
-    match p.payments.refund(&request).await {
-        Ok(RefundOutcome::Refunded) => StatusCode::OK,
-        Ok(RefundOutcome::NothingToRefund) => StatusCode::NOT_FOUND,
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-fn line(body: &Value) -> PurchaseLine {
-    PurchaseLine {
-        id: ProductId::new(id(body, "productId")),
-        quantity: body["quantity"].as_u64().unwrap_or(1) as u32,
-        status: LineStatus::Reserved,
-        unit_price: 0,
-        kind: ProductKind::Digital,
-    }
-}
-
-async fn provision(State(p): State<Providers>, Json(body): Json<Value>) -> StatusCode {
-    match p
-        .provisioning
-        .provision(&PurchaseId::new(id(&body, "purchaseId")), &line(&body))
-        .await
-    {
-        Ok(()) => StatusCode::OK,
-        Err(ProvisioningError::Rejected(_)) => StatusCode::UNPROCESSABLE_ENTITY,
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-async fn revoke(State(p): State<Providers>, Json(body): Json<Value>) -> StatusCode {
-    match p
-        .provisioning
-        .revoke(&PurchaseId::new(id(&body, "purchaseId")), &line(&body))
-        .await
-    {
-        Ok(()) => StatusCode::OK,
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
+/// Serves the simulators with aws-local's provider routes: the wire the
+/// production adapters speak, one implementation for both.
 async fn serve_providers(providers: Providers) -> SocketAddr {
-    let router = axum::Router::new()
-        .route("/payments/captures", post(capture))
-        .route("/payments/refunds", post(refund))
-        .route("/provisioning/provisions", post(provision))
-        .route("/provisioning/revocations", post(revoke))
-        .with_state(providers);
+    let router = aws_local::providers::router(providers.payments, providers.provisioning);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -181,10 +78,13 @@ impl Orchestrator {
             .env("DATA_DIR", &self.data_dir)
             .env("CATALOG_FILE", &self.catalog)
             .env("JWT_HS256_SECRET", SECRET)
-            .env("PAYMENT_URL", format!("http://{}/payments", self.providers))
+            .env(
+                "PAYMENT_URL",
+                format!("http://{}{PAYMENT_PATH}", self.providers),
+            )
             .env(
                 "PROVISIONING_URL",
-                format!("http://{}/provisioning", self.providers),
+                format!("http://{}{PROVISIONING_PATH}", self.providers),
             )
             .env("RETRY_DELAY_SCALE", "0.01")
             .env("RECONCILE_EVERY_SECONDS", "1")
