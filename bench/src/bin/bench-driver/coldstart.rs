@@ -147,11 +147,7 @@ pub async fn run(args: &Args) -> Result<()> {
     let work = out.join("coldstart");
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let trees: Vec<Tree> = args
-        .values("tree")
-        .iter()
-        .map(|t| Tree::parse(t))
-        .collect::<Result<_>>()?;
+    let trees = args.trees()?;
     let baseline_tree = trees.last().ok_or("at least one --tree is needed")?;
 
     // Profiling runs: one function, its binary replaced (e.g. by `probe`,

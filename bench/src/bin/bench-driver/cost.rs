@@ -309,14 +309,8 @@ struct Run {
 pub async fn run(args: &Args) -> Result<()> {
     let moto = args.required("moto")?;
     let per_scenario: usize = args.number("purchases", 5)?;
-    let work = args.out_dir().join("cost");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    let trees: Vec<Tree> = args
-        .values("tree")
-        .iter()
-        .map(|t| Tree::parse(t))
-        .collect::<Result<_>>()?;
+    let work = args.fresh_work_dir("cost")?;
+    let trees = args.trees()?;
     let durations = lambda_durations(&args.out_dir().join("coldstart.json"));
 
     let mut runs = Vec::new();

@@ -10,7 +10,7 @@ use bench::fixtures;
 use bench::{Result, http_client};
 use serde_json::Value;
 
-use crate::trees::{LocalServer, Tree};
+use crate::trees::LocalServer;
 use crate::{Args, free_port, write_fragment};
 
 struct Server {
@@ -46,14 +46,8 @@ pub async fn run(args: &Args) -> Result<()> {
     let seconds: u64 = args.number("duration", 10)?;
     let connections: u64 = args.number("connections", 16)?;
     let hello_dir = PathBuf::from(args.value("hello-dir").unwrap_or("target/release"));
-    let work = args.out_dir().join("load");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    let trees: Vec<Tree> = args
-        .values("tree")
-        .iter()
-        .map(|t| Tree::parse(t))
-        .collect::<Result<_>>()?;
+    let work = args.fresh_work_dir("load")?;
+    let trees = args.trees()?;
 
     let token = fixtures::user_token()?;
     let create_body = fixtures::create_body().to_string();

@@ -92,6 +92,23 @@ impl Args {
     pub fn out_dir(&self) -> PathBuf {
         PathBuf::from(self.value("out").unwrap_or("target/bench"))
     }
+
+    /// `<out>/<name>`, emptied first: an earlier run's files must not mix
+    /// with this one's.
+    pub fn fresh_work_dir(&self, name: &str) -> Result<PathBuf> {
+        let work = self.out_dir().join(name);
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        Ok(work)
+    }
+
+    /// Every `--tree`, parsed.
+    pub fn trees(&self) -> Result<Vec<trees::Tree>> {
+        self.values("tree")
+            .iter()
+            .map(|t| trees::Tree::parse(t))
+            .collect()
+    }
 }
 
 pub fn write_fragment(args: &Args, name: &str, text: &str) -> Result<()> {

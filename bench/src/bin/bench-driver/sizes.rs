@@ -47,11 +47,7 @@ pub fn largest(tree: &Tree) -> Option<String> {
 
 pub fn run(args: &Args) -> Result<()> {
     let hello_dir = PathBuf::from(args.value("hello-dir").unwrap_or("target/release"));
-    let trees: Vec<Tree> = args
-        .values("tree")
-        .iter()
-        .map(|t| Tree::parse(t))
-        .collect::<Result<_>>()?;
+    let trees = args.trees()?;
     // `label=DIR`: where cargo lambda put `<function>/bootstrap` for that tree.
     let lambda_dirs: Vec<(String, PathBuf)> = args
         .values("lambda-dir")

@@ -17,7 +17,7 @@ use bench::{Result, fixtures};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::trees::{LocalServer, Tree};
+use crate::trees::LocalServer;
 use crate::{Args, write_fragment};
 
 /// Statuses after which a purchase never changes again.
@@ -39,14 +39,8 @@ pub async fn run(args: &Args) -> Result<()> {
     let purchases: usize = args.number("purchases", 3000)?;
     let clients: usize = args.number("clients", 16)?;
     let deadline = Duration::from_secs(args.number("deadline-secs", 120)?);
-    let work = args.out_dir().join("throughput");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    let trees: Vec<Tree> = args
-        .values("tree")
-        .iter()
-        .map(|t| Tree::parse(t))
-        .collect::<Result<_>>()?;
+    let work = args.fresh_work_dir("throughput")?;
+    let trees = args.trees()?;
 
     let mut results = Vec::new();
     for tree in &trees {
