@@ -562,20 +562,26 @@ impl Harness {
 
     /// GETs a purchase, riding out 503s (the reliability tests inject them).
     pub async fn get(&self, id: &str) -> Value {
+        let (status, json) = self
+            .send_riding_out_503(reqwest::Method::GET, &format!("/purchases/{id}"))
+            .await;
+        assert_eq!(status, 200, "{json}");
+        json
+    }
+
+    /// Sends an admin request as an operator's client would: a 503 (an
+    /// injected outage, an execution still ending) is retried after a
+    /// moment, for up to 30 s.
+    async fn send_riding_out_503(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (status, json, _) = self
-                .send(
-                    reqwest::Method::GET,
-                    &format!("/purchases/{id}"),
-                    &self.admin_token(),
-                    None,
-                )
+            let (status, body, _) = self
+                .send(method.clone(), path, &self.admin_token(), None)
                 .await;
             if status != 503 || Instant::now() > deadline {
-                assert_eq!(status, 200, "{json}");
-                return json;
+                return (status, body);
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -810,21 +816,8 @@ impl Harness {
     /// Redrives as an operator's client would: a 503 (the execution still
     /// ending) is retried after a moment.
     pub async fn redrive(&self, id: &str) -> (u16, Value) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body, _) = self
-                .send(
-                    reqwest::Method::POST,
-                    &format!("/purchases/{id}/redrive"),
-                    &self.admin_token(),
-                    None,
-                )
-                .await;
-            if status != 503 || Instant::now() > deadline {
-                return (status, body);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.send_riding_out_503(reqwest::Method::POST, &format!("/purchases/{id}/redrive"))
+            .await
     }
 }
 
