@@ -161,9 +161,7 @@ impl World {
                 let outage = Arc::new(Outage::default());
                 outage.start();
                 Harness::start_with(Setup {
-                    payments: Some(Box::new(move |inner| {
-                        Arc::new(RefundOutage { inner, outage })
-                    })),
+                    payments: Some(RefundOutage::layer(outage)),
                     ..Setup::default()
                 })
                 .await

@@ -140,14 +140,8 @@ async fn a_cancel_during_a_slow_provisioning_takes_back_what_was_delivered() {
 async fn a_revocation_that_keeps_failing_needs_attention_until_redriven() {
     let outage = Arc::new(Outage::default());
     outage.start();
-    let layer_outage = outage.clone();
     let h = Harness::start_with(Setup {
-        provisioning: Some(Box::new(move |inner| {
-            Arc::new(RevokeOutage {
-                inner,
-                outage: layer_outage,
-            })
-        })),
+        provisioning: Some(RevokeOutage::layer(outage.clone())),
         ..Setup::default()
     })
     .await;
@@ -191,16 +185,10 @@ async fn a_revocation_that_keeps_failing_needs_attention_until_redriven() {
 async fn a_refund_that_keeps_failing_needs_attention_until_redriven() {
     let outage = Arc::new(Outage::default());
     outage.start();
-    let layer_outage = outage.clone();
     let gate = Gate::new(Step::ProvisionProducts);
     let h = Harness::start_with(Setup {
         hook: Some(gate.clone()),
-        payments: Some(Box::new(move |inner| {
-            Arc::new(RefundOutage {
-                inner,
-                outage: layer_outage,
-            })
-        })),
+        payments: Some(RefundOutage::layer(outage.clone())),
         ..Setup::default()
     })
     .await;

@@ -342,15 +342,9 @@ async fn a_redrive_resumes_a_standard_run_and_starts_a_new_express_one() {
     for workflow_type in BOTH {
         let outage = Arc::new(Outage::default());
         outage.start();
-        let layer_outage = outage.clone();
         let h = Harness::start_with(Setup {
             workflow_type,
-            provisioning: Some(Box::new(move |inner| {
-                Arc::new(RevokeOutage {
-                    inner,
-                    outage: layer_outage,
-                })
-            })),
+            provisioning: Some(RevokeOutage::layer(outage.clone())),
             ..Setup::default()
         })
         .await;

@@ -320,6 +320,14 @@ pub struct RefundOutage {
     pub outage: Arc<Outage>,
 }
 
+impl RefundOutage {
+    /// For [`Setup::payments`](super::Setup): the harness's gateway, its
+    /// refunds subject to `outage`.
+    pub fn layer(outage: Arc<Outage>) -> super::PaymentLayer {
+        Box::new(move |inner| Arc::new(RefundOutage { inner, outage }))
+    }
+}
+
 #[async_trait]
 impl PaymentGateway for RefundOutage {
     async fn capture(&self, request: &CaptureRequest) -> Result<Capture, PaymentError> {
@@ -337,6 +345,14 @@ impl PaymentGateway for RefundOutage {
 pub struct RevokeOutage {
     pub inner: Arc<dyn Provisioner>,
     pub outage: Arc<Outage>,
+}
+
+impl RevokeOutage {
+    /// For [`Setup::provisioning`](super::Setup): the harness's provisioner,
+    /// its revocations subject to `outage`.
+    pub fn layer(outage: Arc<Outage>) -> super::ProvisioningLayer {
+        Box::new(move |inner| Arc::new(RevokeOutage { inner, outage }))
+    }
 }
 
 #[async_trait]
