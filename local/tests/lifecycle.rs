@@ -42,13 +42,6 @@ async fn put(h: &Harness, id: &str, body: Value) -> (u16, Value) {
     (status, body)
 }
 
-async fn admin_post(h: &Harness, path: &str, body: Value) -> (u16, Value) {
-    let (status, body, _) = h
-        .send(Method::POST, path, &h.admin_token(), Some(&body))
-        .await;
-    (status, body)
-}
-
 fn address(country: &str) -> Value {
     json!({"shippingAddress": {"name": "Alice Liddell", "address": "1 Rabbit Hole", "city": "Oxford", "country": country, "postalCode": "OX1 1AA"}})
 }
@@ -86,7 +79,9 @@ async fn parked(mut setup: Setup, lines: &[(&str, u32)]) -> (Harness, String) {
     let h = Harness::start_with(setup).await;
     let id = h.create_ok(&purchase_body(lines, "tok_visa")).await;
     first.reached().await;
-    let (status, body) = admin_post(&h, &format!("/purchases/{id}/apply-rules"), hold_rule()).await;
+    let (status, body) = h
+        .admin_post(&format!("/purchases/{id}/apply-rules"), hold_rule())
+        .await;
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("ON_HOLD")),
@@ -200,7 +195,9 @@ async fn rules_are_not_bypassed_after_an_admin_approved_a_held_purchase() {
     .await;
     let id = h.create_ok(&purchase_body(&[("mug", 1)], "tok_visa")).await;
     first.reached().await;
-    let (status, body) = admin_post(&h, &format!("/purchases/{id}/apply-rules"), hold_rule()).await;
+    let (status, body) = h
+        .admin_post(&format!("/purchases/{id}/apply-rules"), hold_rule())
+        .await;
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("ON_HOLD")),
@@ -208,12 +205,12 @@ async fn rules_are_not_bypassed_after_an_admin_approved_a_held_purchase() {
     );
     first.open();
     h.wait_until(&id, waiting_for_review).await;
-    let (status, body) = admin_post(
-        &h,
-        &format!("/purchases/{id}/review"),
-        json!({"decision": "approve", "reason": "known customer"}),
-    )
-    .await;
+    let (status, body) = h
+        .admin_post(
+            &format!("/purchases/{id}/review"),
+            json!({"decision": "approve", "reason": "known customer"}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     gate.reached().await; // resumed and reserved; about to capture
     // The approval was of shipping to GB; KP is judged again, held again by
@@ -233,8 +230,7 @@ async fn rules_are_not_bypassed_after_an_admin_approved_a_held_purchase() {
 #[tokio::test]
 async fn a_rule_rejecting_a_purchase_parked_in_review_wakes_the_workflow() {
     let (h, id) = parked(Setup::default(), &[("mug", 2)]).await;
-    let (status, body) = admin_post(
-        &h,
+    let (status, body) = h.admin_post(
         &format!("/purchases/{id}/apply-rules"),
         json!({"rules": [{"id": "manual-review", "parameters": {"reason": "fraud signals", "onViolation": "reject"}}]}),
     )
@@ -409,10 +405,14 @@ async fn a_retried_review_delivers_the_decision_the_first_attempt_could_not() {
     )
     .await;
     let approve = json!({"decision": "approve", "reason": "ok"});
-    let (status, body) = admin_post(&h, &format!("/purchases/{id}/review"), approve.clone()).await;
+    let (status, body) = h
+        .admin_post(&format!("/purchases/{id}/review"), approve.clone())
+        .await;
     assert_eq!(status, 503, "{body}");
     // The retry is not a 409: it delivers the decision again.
-    let (status, body) = admin_post(&h, &format!("/purchases/{id}/review"), approve).await;
+    let (status, body) = h
+        .admin_post(&format!("/purchases/{id}/review"), approve)
+        .await;
     assert_eq!(status, 200, "{body}");
     let p = h.wait_final(&id).await;
     assert_eq!(p["status"], "COMPLETED", "{p:#}");
@@ -537,7 +537,8 @@ async fn an_idempotency_key_does_not_replay_an_answer_that_says_retry() {
     };
     // Not on hold yet: 409.
     assert_eq!(review("k-1").await, (409, false));
-    admin_post(&h, &format!("/purchases/{id}/apply-rules"), hold_rule()).await;
+    h.admin_post(&format!("/purchases/{id}/apply-rules"), hold_rule())
+        .await;
     first.open();
     h.wait_until(&id, waiting_for_review).await;
     // The same key now runs for real.

@@ -20,18 +20,6 @@ async fn apply(h: &Harness, id: &str, token: &str, rules: Value) -> (u16, Value)
     (status, body)
 }
 
-async fn review(h: &Harness, id: &str, decision: &str) -> (u16, Value) {
-    let (status, body, _) = h
-        .send(
-            Method::POST,
-            &format!("/purchases/{id}/review"),
-            &h.admin_token(),
-            Some(&json!({"decision": decision, "reason": "checked by phone"})),
-        )
-        .await;
-    (status, body)
-}
-
 /// A purchase parked just before `step`.
 async fn parked_before(
     step: Step,
@@ -109,7 +97,7 @@ async fn a_hold_parks_the_workflow_until_approved() {
     assert_eq!(h.get(&id).await["status"], "ON_HOLD");
     assert_eq!(h.payments.captures(), 0, "nothing charged while held");
 
-    let (status, body) = review(&h, &id, "approve").await;
+    let (status, body) = h.review(&id, "approve").await;
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("RESERVED")),
@@ -141,7 +129,7 @@ async fn a_rejected_review_compensates() {
             .any(|e| e["step"] == "AwaitReview")
     })
     .await;
-    let (status, body) = review(&h, &id, "reject").await;
+    let (status, body) = h.review(&id, "reject").await;
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("REJECTED")),
@@ -320,7 +308,7 @@ async fn only_admins_apply_rules_or_review() {
         .await;
     assert_eq!(status, 403);
     // Reviewing a purchase that is not on hold is a conflict.
-    let (status, body) = review(&h, &id, "approve").await;
+    let (status, body) = h.review(&id, "approve").await;
     assert_eq!(status, 409, "{body}");
 }
 
@@ -441,7 +429,7 @@ async fn the_default_rule_set_is_the_workflows_first_step() {
     })
     .await;
     assert_eq!(h.get(&held).await["status"], "ON_HOLD");
-    let (status, body) = review(&h, &held, "approve").await;
+    let (status, body) = h.review(&held, "approve").await;
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("PENDING")),

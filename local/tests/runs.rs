@@ -70,18 +70,6 @@ async fn held(h: &Harness) -> String {
     id
 }
 
-async fn review(h: &Harness, id: &str, decision: &str) -> (u16, Value) {
-    let (status, body, _) = h
-        .send(
-            Method::POST,
-            &format!("/purchases/{id}/review"),
-            &h.admin_token(),
-            Some(&json!({"decision": decision, "reason": "checked"})),
-        )
-        .await;
-    (status, body)
-}
-
 /// Waits until `machine` ran an execution of that name to its end.
 async fn ended(h: &Harness, machine: Machine, name: &str) -> asl::Checkpoint {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -134,7 +122,7 @@ async fn an_approved_hold_continues_in_the_next_run_where_it_was_held() {
         );
         assert_eq!(stored(&h, &id).await.run, 1);
 
-        let (status, body) = review(&h, &id, "approve").await;
+        let (status, body) = h.review(&id, "approve").await;
         assert_eq!(status, 200, "{body}");
         let p = h.wait_final(&id).await;
         assert_eq!(p["status"], "COMPLETED", "{workflow_type}: {p:#}");
@@ -162,7 +150,7 @@ async fn a_rejected_or_cancelled_hold_is_undone_by_the_next_run() {
         hold_every_purchase(&h).await;
 
         let rejected = held(&h).await;
-        assert_eq!(review(&h, &rejected, "reject").await.0, 200);
+        assert_eq!(h.review(&rejected, "reject").await.0, 200);
         let p = h.wait_final(&rejected).await;
         assert_eq!(p["status"], "REJECTED", "{workflow_type}: {p:#}");
         assert_undone(&h, &rejected, &p).await;
@@ -215,7 +203,7 @@ async fn a_hold_nobody_reviews_in_time_is_rejected_and_undone() {
         let purchase = stored(&h, &id).await;
         assert_eq!((purchase.run, purchase.review_token), (2, None));
         // A review that comes too late finds nothing to review.
-        assert_eq!(review(&h, &id, "approve").await.0, 409);
+        assert_eq!(h.review(&id, "approve").await.0, 409);
     }
 }
 

@@ -57,13 +57,6 @@ enum Scenario {
     HeldThenRejected,
 }
 
-async fn admin_post(h: &Harness, path: &str, body: Value) -> (u16, Value) {
-    let (status, json, _) = h
-        .send(reqwest::Method::POST, path, &h.admin_token(), Some(&body))
-        .await;
-    (status, json)
-}
-
 fn in_review(p: &Value) -> bool {
     p["timeline"]
         .as_array()
@@ -94,8 +87,7 @@ async fn run(target: TestTarget, scenario: Scenario) -> Value {
             assert_eq!(status, 200);
         }
         Scenario::HeldThenApproved | Scenario::HeldThenRejected => {
-            let (status, answer) = admin_post(
-                &h,
+            let (status, answer) = h.admin_post(
                 &format!("/purchases/{id}/apply-rules"),
                 json!({"rules": [{"id": "manual-review", "parameters": {"reason": "first order", "onViolation": "hold"}}]}),
             )
@@ -112,12 +104,7 @@ async fn run(target: TestTarget, scenario: Scenario) -> Value {
         } else {
             "reject"
         };
-        let (status, answer) = admin_post(
-            &h,
-            &format!("/purchases/{id}/review"),
-            json!({"decision": decision, "reason": "checked"}),
-        )
-        .await;
+        let (status, answer) = h.review(&id, decision).await;
         assert_eq!(status, 200, "{answer}");
     }
     let p = h.wait_final(&id).await;

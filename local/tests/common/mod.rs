@@ -813,6 +813,29 @@ impl Harness {
             .unwrap()
     }
 
+    /// POSTs `body` as an admin; answers the status and the JSON body.
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let (status, json, _) = self
+            .send(
+                reqwest::Method::POST,
+                path,
+                &self.admin_token(),
+                Some(&body),
+            )
+            .await;
+        (status, json)
+    }
+
+    /// An operator's review decision (`approve` or `reject`) on a held
+    /// purchase.
+    pub async fn review(&self, id: &str, decision: &str) -> (u16, Value) {
+        self.admin_post(
+            &format!("/purchases/{id}/review"),
+            json!({"decision": decision, "reason": "checked"}),
+        )
+        .await
+    }
+
     /// Redrives as an operator's client would: a 503 (the execution still
     /// ending) is retried after a moment.
     pub async fn redrive(&self, id: &str) -> (u16, Value) {
