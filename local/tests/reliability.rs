@@ -152,20 +152,6 @@ fn outcome(p: &Value) -> String {
     )
 }
 
-fn timeline_steps(p: &Value) -> Vec<(String, String)> {
-    p["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["step"].as_str().unwrap().to_owned(),
-                e["outcome"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 fn address(name: &str) -> Value {
     json!({"shippingAddress": {"name": name, "address": "1 Main St", "city": "Oxford", "country": "GB", "postalCode": "OX1 1AA"}})
 }
